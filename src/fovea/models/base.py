@@ -29,6 +29,23 @@ class Classifier(nn.Module):
     num_classes: int
     num_features: int
     feature_info: list[dict]
+    canonical_size: int = 224  # the input side the architecture was published for
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side the model is meant for: by default its total stride, so the
+        last feature map is at least 1x1. Families with other limits set it."""
+        return getattr(self, "_min_input_size", None) or self.feature_info[-1]["reduction"]
+
+    @min_input_size.setter
+    def min_input_size(self, value: int) -> None:
+        self._min_input_size = value
+
+    @property
+    def default_input_size(self) -> tuple[int, int, int]:
+        """C x H x W of the published input (C from the first convolution)."""
+        first = next(m for m in self.modules() if isinstance(m, nn.Conv2d) or hasattr(m, "in_channels"))
+        return (first.in_channels, self.canonical_size, self.canonical_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -44,6 +61,17 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse an input smaller than ``self.min_input_size`` with an ``InputTooSmallError``
+        that names the layer where the spatial size drops below 1 (found by tracing)."""
+        smallest = getattr(self, "min_input_size", 1)
+        if min(x.shape[2:]) >= smallest or torch.compiler.is_compiling():
+            return
+        from fovea.arith import is_tracing, trace
+
+        if not is_tracing():  # while tracing, the tracer itself stops at the layer
+            trace(self, tuple(x.shape[1:]), device=x.device)
 
 
 def new_linear(old: nn.Linear | nn.Module, num_classes: int) -> nn.Module:

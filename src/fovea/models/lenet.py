@@ -83,6 +83,8 @@ class LeNet5(Classifier):
     usual softmax classifier)."""
 
     torchvision_name = None
+    canonical_size = 32
+    min_input_size = 32  # C5 is a valid 5x5 convolution on S4's 5x5 maps
 
     def __init__(self, cfg: LeNetConfig):
         super().__init__()
@@ -110,6 +112,7 @@ class LeNet5(Classifier):
                              dict(module="act5", num_chs=120, reduction=4)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         x = self.act2(self.s2(self.act1(self.c1(x))))
         x = self.act4(self.s4(self.act3(self.c3(x))))
         return self.act5(self.c5(x))

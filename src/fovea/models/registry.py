@@ -68,6 +68,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
             kwargs[key] = val
     if name in _MODELS:
         builder = _MODELS[name]
+        if str(weights) == "torchvision":  # build the layout those weights need, unless told otherwise
+            kwargs = {**getattr(builder, "torchvision_kwargs", {}), **kwargs}
         params = inspect.signature(builder).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             unknown = set(kwargs) - set(params)

@@ -12,12 +12,19 @@ from fovea.errors import UserError
 
 
 def _head_keys(model: nn.Module) -> set[str]:
+    """Parameter names of the output layers: the classifier and any auxiliary classifier's
+    last layer (GoogLeNet's aux1.fc2, Inception v3's AuxLogits.fc)."""
     get = getattr(model, "get_classifier", None)
     if get is None:
         return set()
-    head = get()
-    names = {id(p): n for n, p in model.named_parameters()}
-    return {names[id(p)] for p in head.parameters() if id(p) in names}
+    heads = [get()]
+    num_classes = getattr(model, "num_classes", None)
+    for name, m in model.named_modules():
+        out = getattr(m, "out_features", getattr(m, "out_channels", None))
+        if "aux" in name.lower() and isinstance(m, (nn.Linear, nn.Conv2d)) and out == num_classes:
+            heads.append(m)
+    ids = {id(p) for h in heads for p in h.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def convert_state_dict(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
