@@ -58,7 +58,7 @@ def main() -> None:
         s = summary_json(name)
         rf = max((layer["receptive_field"] or 0) for layer in s["layers"])
         print(f"| `{name}` | {'x'.join(map(str, s['input_shape']))} | {s['total_params']:,} | "
-              f"{s['total_macs'] / 1e9:.3f} G | {rf} | {paper(name)} |")
+              f"{s['total_macs'] / 1e6:,.1f} M | {rf} | {paper(name)} |")
     print("\n## Notes on each family\n")
     seen = set()
     for name in fovea.list_models():

@@ -16,7 +16,8 @@ from fovea.models.base import AuxOutputs
 from fovea.models.googlenet import INCEPTION_CFG
 from fovea.models.weights import load_into
 from fovea.nn.inception import (AsymmetricConv, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE,
-                                InceptionNaive, InceptionV1, StackedConv3x3, truncated_normal_)
+                                InceptionNaive, InceptionV1, StackedConv3x3)
+from fovea.nn.init import truncated_normal_
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,8 @@ from torch import nn
 from fovea.models.base import AuxOutputs, Classifier
 from fovea.models.registry import register_model
 from fovea.nn.act import get_act
-from fovea.nn.inception import BN_EPS, InceptionV1, inception_init
+from fovea.nn.inception import BN_EPS, InceptionV1
+from fovea.nn.init import inception_init
 from fovea.nn.init import xavier_init
 from fovea.nn.layers import ConvNormAct
 from fovea.nn.norm import LocalResponseNorm, get_norm

@@ -11,7 +11,8 @@ from torch import nn
 
 from fovea.models.base import AuxOutputs, Classifier
 from fovea.models.registry import register_model
-from fovea.nn.inception import BN_EPS, inception_init, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE
+from fovea.nn.init import inception_init
+from fovea.nn.inception import BN_EPS, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE
 from fovea.nn.init import xavier_init
 from fovea.nn.layers import ConvNormAct
 

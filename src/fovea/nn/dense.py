@@ -17,11 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fovea.nn.act import get_act
-from fovea.nn.norm import get_norm
-
-
-def _has_norm(norm: str | None) -> bool:
-    return norm not in (None, "none")
+from fovea.nn.norm import get_norm, has_norm
 
 
 class DenseLayer(nn.Module):
@@ -32,7 +28,7 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int = 4, drop_rate: float = 0.0,
                  bottleneck: bool = True, norm: str | None = "bn", act: str = "relu"):
         super().__init__()
-        bias = not _has_norm(norm)
+        bias = not has_norm(norm)
         self.norm1 = get_norm(norm, in_channels)
         self.act1 = get_act(act, inplace=not bias)  # without a norm, in place would overwrite the input
         if bottleneck:
@@ -89,8 +85,8 @@ class Transition(nn.Module):
             raise ValueError(f"compression (theta) must be in (0, 1], got {compression}")
         out = int(math.floor(compression * in_channels))
         self.norm = get_norm(norm, in_channels)
-        self.act = get_act(act, inplace=_has_norm(norm))  # without a norm, in place would overwrite the block's output
-        self.conv = nn.Conv2d(in_channels, out, 1, bias=not _has_norm(norm))
+        self.act = get_act(act, inplace=has_norm(norm))  # without a norm, in place would overwrite the block's output
+        self.conv = nn.Conv2d(in_channels, out, 1, bias=not has_norm(norm))
         self.pool = nn.AvgPool2d(2, stride=2)
         self.out_channels = out
 

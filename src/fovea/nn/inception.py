@@ -27,40 +27,6 @@ def _conv_block(norm: str | None, act: str | None):
     return partial(ConvNormAct, norm=norm, act=act, norm_eps=BN_EPS)
 
 
-@torch.no_grad()
-def truncated_normal_(tensor: torch.Tensor, std: float, cut: float = 2.0) -> torch.Tensor:
-    """Fill with N(0, std^2) draws truncated to [-cut * std, cut * std] (TensorFlow's
-    ``truncated_normal``, the Inception models' initializer), redrawing values outside.
-
-    ``torch.nn.init.trunc_normal_`` takes absolute bounds (torchvision passes -2, 2, which at
-    std 0.01 truncates nothing) and inverts the CDF, several times slower on large tensors."""
-    flat = tensor.view(-1)
-    flat.normal_(0.0, std)
-    idx = (flat.abs() > cut * std).nonzero().squeeze(1)
-    while idx.numel():  # 4.6% of the draws at cut = 2; redraw only those
-        redraw = flat.new_empty(idx.numel()).normal_(0.0, std)
-        ok = redraw.abs() <= cut * std
-        flat[idx[ok]] = redraw[ok]
-        idx = idx[~ok]
-    return tensor
-
-
-def inception_init(model: nn.Module, std: float, stds: dict[nn.Module, float] | None = None) -> nn.Module:
-    """Truncated-normal weights (std ``std``, or ``stds[module]`` for the modules listed),
-    zero biases, batch norm at identity: the initialization of torchvision's GoogLeNet
-    (std 0.01) and Inception v3 (std 0.1)."""
-    stds = stds or {}
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            truncated_normal_(m.weight, stds.get(m, std))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return model
-
-
 # ----------------------------------------------------------------------------- factorizations
 
 class StackedConv3x3(nn.Sequential):
@@ -297,5 +263,5 @@ class InceptionE(nn.Module):
         return torch.cat([b1, b3, b3dbl, bp], 1)
 
 
-__all__ = ["BN_EPS", "truncated_normal_", "inception_init", "StackedConv3x3", "AsymmetricConv",
+__all__ = ["BN_EPS", "StackedConv3x3", "AsymmetricConv",
            "InceptionNaive", "InceptionV1", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE"]

@@ -45,3 +45,8 @@ def get_norm(name: str | None, channels: int, dim: int = 2) -> nn.Module:
     if name == "in":
         return {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dim](channels, affine=True)
     raise ValueError(f"unknown norm {name!r}; expected one of bn, lrn, gn, in, none")
+
+
+def has_norm(name: str | None) -> bool:
+    """Whether a norm name means a real normalization layer (a convolution before it needs no bias)."""
+    return name not in (None, "none")

@@ -21,13 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fovea.nn.act import get_act
-from fovea.nn.norm import get_norm
+from fovea.nn.norm import get_norm, has_norm
 
 SHORTCUTS = ("A", "B", "C")
-
-
-def _has_norm(norm: str | None) -> bool:
-    return norm not in (None, "none")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -73,7 +69,7 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int = 1, shortcut
         return None if same_shape else ZeroPadShortcut(in_channels, out_channels, stride)
     if shortcut == "B" and same_shape:
         return None
-    return nn.Sequential(conv1x1(in_channels, out_channels, stride, bias=not _has_norm(norm)),
+    return nn.Sequential(conv1x1(in_channels, out_channels, stride, bias=not has_norm(norm)),
                          get_norm(norm, out_channels))
 
 
@@ -94,7 +90,7 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, planes: int, stride: int = 1, shortcut: str = "B",
                  norm: str | None = "bn", act: str = "relu"):
         super().__init__()
-        bias = not _has_norm(norm)
+        bias = not has_norm(norm)
         self.conv1 = conv3x3(in_channels, planes, stride, bias)
         self.bn1 = get_norm(norm, planes)
         self.act1 = get_act(act, inplace=True)
@@ -129,7 +125,7 @@ class Bottleneck(nn.Module):
         if stride_at not in ("3x3", "1x1"):
             raise ValueError(f"stride_at must be '3x3' or '1x1', got {stride_at!r}")
         out = planes * self.expansion
-        bias = not _has_norm(norm)
+        bias = not has_norm(norm)
         s1, s3 = (stride, 1) if stride_at == "1x1" else (1, stride)
         self.conv1 = conv1x1(in_channels, planes, s1, bias)
         self.bn1 = get_norm(norm, planes)
@@ -168,7 +164,7 @@ class PreActBasicBlock(nn.Module):
     def __init__(self, in_channels: int, planes: int, stride: int = 1, shortcut: str = "B",
                  norm: str | None = "bn", act: str = "relu"):
         super().__init__()
-        bias = not _has_norm(norm)
+        bias = not has_norm(norm)
         self.bn1 = get_norm(norm, in_channels)
         self.act1 = get_act(act, inplace=not bias)  # without a norm, in place would overwrite x
         self.conv1 = conv3x3(in_channels, planes, stride, bias)
