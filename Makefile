@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install docs clean
+.PHONY: demo test test-slow install docs clean data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,3 +31,15 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist; fovea reads it in place from
+# /usr/share/datasets/fashion-mnist. Other datasets download on first use.
+data:
+	@if command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; \
+	else \
+		echo "apt-get is not available: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"; \
+		echo "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (Fashion-MNIST) in"; \
+		echo "$${FOVEA_DATA:-$$HOME/.cache/fovea/data}/FashionMNIST/raw, or run fovea online once to download them."; \
+	fi

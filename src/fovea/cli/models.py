@@ -108,16 +108,6 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from fovea.arith import trace
-
-    spec = "conv5x5-10,relu,maxpool4,conv3x3-20,relu,conv1x1-40,relu,maxpool4,fc32,relu,fc5"
-    for name, shape in ((spec, "3x64x64"), ("lenet5", "1x32x32"), ("resnet50", "3x224x224")):
-        model, shp = build_for_summary(name, shape, None)
-        print(format_summary(name, trace(model, shp)), end="\n\n")
-    return 0
-
-
 def register(sub) -> None:
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
@@ -131,8 +121,5 @@ def register(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write JSON (to FILE, or stdout when no FILE is given)")
     p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("demo", help="the main job on built-in data")
-    p.set_defaults(func=cmd_demo)
 
 

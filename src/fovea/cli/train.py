@@ -1,0 +1,158 @@
+"""`fovea train`, `fovea evaluate`, `fovea predict` and `fovea demo`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from fovea.errors import UserError
+from fovea.train.config import RECIPES, TrainConfig, apply_recipe, read_config_file
+
+_HELP = {
+    "data": "digits, fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, an image folder or a CSV of path,label",
+    "model": "registered model name or spec string",
+    "model_kwargs": "JSON object of model options, e.g. '{\"norm\": \"bn\"}'",
+    "init": "start from weights: a file, or 'torchvision' for ImageNet weights",
+    "augment": "comma-separated augmentations, e.g. crop:4,hflip,rotate:15 (docs/training.md)",
+    "preprocess": "none, mean-image, zscore, pca-whiten or zca-whiten (fitted on the training split)",
+    "optimizer": "sgd, momentum, tutorial-momentum, nesterov, adagrad, rmsprop, adam, adamw",
+    "schedule": "constant, step, exponential, cosine, onecycle, plateau",
+    "loss": "ce, label-smoothing, hinge, squared-hinge",
+    "precision": "auto, 32-true, bf16-mixed, 16-mixed",
+    "scale_lr": "linear scaling rule: lr x batch / 256",
+    "out": "run directory (default runs/<model>-<data>-<time>)",
+    "recipe": f"named settings: {', '.join(RECIPES)}",
+}
+
+
+def _field_type(f: dataclasses.Field):
+    t = str(f.type)
+    if t.startswith("list"):
+        return "list"
+    if t.startswith("dict"):
+        return "dict"
+    if t.startswith("bool"):
+        return "bool"
+    for name, typ in (("int", int), ("float", float)):
+        if t.startswith(name):
+            return typ
+    return str
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are suppressed so only what the user typed
+    overrides the recipe and the config file."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "task":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        h = _HELP.get(f.name)
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=h)
+        elif kind == "list":
+            p.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=h)
+        elif kind == "dict":
+            p.add_argument(flag, type=_json_object, default=argparse.SUPPRESS, help=h)
+        else:
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=h)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({e})") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return v
+
+
+def config_from_args(args) -> TrainConfig:
+    settings: dict = {}
+    if getattr(args, "config", None):
+        settings.update(read_config_file(args.config))
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+                and f.name != "task"}
+    recipe = explicit.get("recipe") or settings.get("recipe")
+    base = apply_recipe(recipe) if recipe else {}
+    merged = {**base, **settings, **explicit}
+    if getattr(args, "task", None):
+        merged["task"] = args.task
+    cfg = TrainConfig.from_dict(merged, source=f"config {args.config!r}" if getattr(args, "config", None) else "flags")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: TrainConfig) -> None:
+    for name, low in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("devices", 1), ("num_nodes", 1),
+                      ("log_every_steps", 1)):
+        if getattr(cfg, name) < low:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least {low}")
+    if cfg.lr <= 0:
+        raise UserError(f"--lr {cfg.lr} must be positive")
+    if not 0 <= cfg.val_fraction < 1:
+        raise UserError(f"--val-fraction {cfg.val_fraction} must be in [0, 1)")
+    if cfg.on_bad_image not in ("skip", "fail"):
+        raise UserError(f"--on-bad-image {cfg.on_bad_image!r}: expected skip or fail")
+
+
+def cmd_train(args) -> int:
+    from fovea.train.loop import Trainer
+
+    if args.resume:
+        from fovea.train.run import Run
+
+        run = Run.existing(args.resume)
+        cfg = TrainConfig.from_dict(run.read_json("config.json"), source=str(run.config_path))
+        if not run.last_ckpt.exists():
+            raise UserError(f"run {args.resume!r} has no checkpoint to resume from ({run.last_ckpt})")
+        result = Trainer(cfg, resume=run.path).fit()
+    else:
+        if not args.task and not args.config:
+            raise UserError("say what to train: `fovea train classify ...`, `fovea train --config FILE` "
+                            "or `fovea train --resume RUN`")
+        cfg = config_from_args(args)
+        result = Trainer(cfg).fit()
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    test = result.get("test")
+    if test:
+        print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    print(f"run directory: {result['run']} (report: {Path(result['run']) / 'report.html'})")
+
+
+def cmd_demo(args) -> int:
+    """LeNet-5 on scikit-learn's digits with the default recipe."""
+    import time
+
+    from fovea.train.loop import Trainer
+
+    t0 = time.perf_counter()
+    cfg = TrainConfig.from_dict(dict(apply_recipe("digits-lenet"), out=args.out))
+    result = Trainer(cfg).fit()
+    acc = result["test"]["acc"]
+    print(f"demo: LeNet-5 on digits, test accuracy {acc * 100:.2f}% ({time.perf_counter() - t0:.1f} s)")
+    print(f"report: {Path(result['run']) / 'report.html'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (a task: classify)")
+    p.add_argument("task", nargs="?", choices=["classify"], help="what to train")
+    p.add_argument("--config", help="JSON or YAML file of settings (a run's config.json reruns it)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="train LeNet-5 on the built-in digits and report the test accuracy")
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.set_defaults(func=cmd_demo)
+
+
+__all__ = ["register", "config_from_args"]

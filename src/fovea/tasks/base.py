@@ -1,0 +1,64 @@
+"""The task interface the trainer drives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fovea.errors import UserError
+
+if TYPE_CHECKING:
+    from fovea.data.sources import DataBundle
+    from fovea.train.config import TrainConfig
+    from fovea.train.run import Run
+
+
+class Task:
+    """One kind of problem. The trainer calls, in order: ``build_model`` once; ``training_step``
+    for every batch; ``eval_step`` on every validation batch after each epoch; ``report`` once at
+    the end. Both steps return per-batch sums as tensors, with the sample ``count``; the trainer
+    adds them up (across processes too) and divides. ``monitor`` names the validation metric
+    that picks ``best.ckpt``."""
+
+    name: str = ""
+    monitor: str = "loss"
+    monitor_mode: str = "min"
+
+    def build_model(self, cfg: "TrainConfig", data: "DataBundle", image_size: tuple[int, int]) -> nn.Module:
+        raise NotImplementedError
+
+    def param_groups(self, model: nn.Module, cfg: "TrainConfig", lr: float) -> list[dict]:
+        return [dict(params=[p for p in model.parameters() if p.requires_grad])]
+
+    def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Return the loss and per-batch sums as tensors (never synchronised inside the step)."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def report(self, run: "Run", model: nn.Module, data: "DataBundle", batches_for) -> dict:
+        return {}
+
+    def export_info(self, cfg: "TrainConfig", data: "DataBundle", image_size: tuple[int, int]) -> dict:
+        return {}
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} is already registered")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> Task:
+    import fovea.tasks.classify  # noqa: F401  (registers)
+
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASKS))}")
+    return TASKS[name]()

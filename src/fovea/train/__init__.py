@@ -1,0 +1,1 @@
+"""Training: the loop, optimizers, learning-rate schedules, checkpoints and run directories."""

@@ -1,0 +1,121 @@
+"""Training configuration: one dataclass, filled from CLI flags, a JSON/YAML file or a recipe,
+written whole to ``config.json`` in the run directory so ``fovea train --config`` reruns it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fovea.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    task: str = "classify"
+    # data
+    data: str = "digits"
+    data_root: str | None = None
+    image_size: int | None = None  # side images are delivered at (None: the source's own size)
+    val_fraction: float = 0.1  # carved from train, stratified, when the source has no validation split
+    on_bad_image: str = "skip"  # skip | fail
+    # model
+    model: str = "lenet5"
+    model_kwargs: dict = field(default_factory=dict)
+    init: str | None = None  # weights to start from (a file or "torchvision")
+    # optimization
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    scale_lr: bool = False  # linear scaling rule: lr x batch / 256 (Goyal et al.)
+    optimizer: str = "momentum"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    milestones: list[int] = field(default_factory=list)  # epochs, for the step schedule
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    patience: int = 5  # plateau schedule
+    loss: str = "ce"
+    smoothing: float = 0.1
+    margin: float = 1.0
+    aux_weight: float = 0.3  # GoogLeNet / Inception auxiliary losses
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    accumulate: int = 1  # gradient accumulation steps
+    ema: float | None = None  # weight EMA decay, e.g. 0.999
+    early_stop: int | None = None  # epochs without validation improvement
+    # data pipeline
+    augment: str | None = None  # e.g. "crop:2,hflip,rotate:10"
+    preprocess: str = "zscore"
+    # execution
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed
+    channels_last: bool = False
+    compile: bool = False
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_workers: int = 0
+    # run
+    out: str | None = None  # run directory (default runs/<model>-<data>-<time>)
+    save_every_steps: int | None = None
+    log_every_steps: int = 50
+    recipe: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"{source} has unknown keys {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+def read_config_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} not found")
+    try:
+        text = p.read_text()
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        raise UserError(f"config file {str(p)!r} is unreadable: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(p)!r} holds a {type(data).__name__}, expected a mapping of settings")
+    return data
+
+
+# Recipes: named settings for a data set, measured in README.md.
+RECIPES: dict[str, dict] = {
+    # LeNet-5 on scikit-learn's 8x8 digits, upsampled to 32x32 (the input LeNet-5 was built for).
+    "digits-lenet": dict(data="digits", model="lenet5", image_size=32, epochs=30, batch_size=32, lr=0.05,
+                         optimizer="momentum", momentum=0.9, weight_decay=5e-4, schedule="cosine",
+                         augment="translate:0.08,rotate:8", val_fraction=0.0, preprocess="zscore"),
+    "fashion-mnist-fast": dict(data="fashion-mnist", model="conv3x3-32,bn,relu,conv3x3-32,bn,relu,maxpool2,"
+                               "conv3x3-64,bn,relu,conv3x3-64,bn,relu,maxpool2,dropout0.25,fc256,relu,dropout0.5,fc10",
+                               epochs=8, batch_size=128, lr=0.05, optimizer="momentum", weight_decay=5e-4,
+                               schedule="onecycle", augment="crop:2,hflip", val_fraction=0.0, preprocess="zscore"),
+}
+
+
+def apply_recipe(name: str) -> dict:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(RECIPES), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}{hint}")
+    return dict(RECIPES[name], recipe=name)
