@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow tests/slow
 
 docs: $(STAMP)
@@ -35,7 +35,9 @@ clean:
 # Fashion-MNIST from Debian's dataset-fashion-mnist; fovea reads it in place from
 # /usr/share/datasets/fashion-mnist. Other datasets download on first use.
 data:
-	@if command -v apt-get >/dev/null 2>&1; then \
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+		echo "dataset-fashion-mnist is installed"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; \
 	else \

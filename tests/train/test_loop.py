@@ -36,6 +36,7 @@ def test_a_run_writes_its_directory(tmp_path):
     for name in ("config.json", "metrics.csv", "model.safetensors", "model.json", "report.html",
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt", "plots/loss.png", "plots/confusion.png"):
         assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*")), "TensorBoard events"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["state"]["epoch"] == 2
     rows = metric_rows(run)
@@ -145,3 +146,22 @@ def test_a_checkpoint_needing_pickled_code_is_refused(tmp_path):
     torch.save({"x": Evil()}, path)
     with pytest.raises(UserError, match="weights_only"):
         load_checkpoint(path)
+
+
+def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
+    common = [*QUICK, "--epochs", "2", "--optimizer", "sgd", "--lr", "0.1", "--val-fraction", "0"]
+    fovea("train", *common, "--batch-size", "32", "--out", str(tmp_path / "big"))
+    fovea("train", *common, "--batch-size", "16", "--accumulate", "2", "--out", str(tmp_path / "acc"))
+    a, b = load_file(tmp_path / "big" / "model.safetensors"), load_file(tmp_path / "acc" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_ema_early_stop_clipping_and_label_smoothing_run_together(tmp_path):
+    run = tmp_path / "r"
+    res = fovea("train", *QUICK, "--epochs", "30", "--ema", "0.9", "--early-stop", "2", "--clip-norm", "0.5",
+                "--clip-value", "1.0", "--loss", "label-smoothing", "--schedule", "plateau", "--patience", "1",
+                "--lr", "0.5", "--out", str(run))
+    epochs = [r for r in metric_rows(run) if r["split"] == "train"]
+    assert "early stop" in res.stdout and len(epochs) < 30
+    assert float([r for r in metric_rows(run) if r["split"] == "test"][0]["acc"]) > 0.5

@@ -19,7 +19,7 @@ class Task:
     """One kind of problem. The trainer calls, in order: ``build_model`` once; ``training_step``
     for every batch; ``eval_step`` on every validation batch after each epoch; ``report`` once at
     the end. Both steps return per-batch sums as tensors, with the sample ``count``; the trainer
-    adds them up (across processes too) and divides. ``monitor`` names the validation metric
+    adds them up (across processes too) and divides. ``count`` may be a plain int. ``monitor`` names the validation metric
     that picks ``best.ckpt``."""
 
     name: str = ""

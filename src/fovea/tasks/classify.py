@@ -65,12 +65,12 @@ class Classify(Task):
         else:
             logits = out
             loss = self.loss_fn(logits, y)
-        n = torch.tensor(float(len(y)), device=y.device)
+        n = len(y)
         return loss, dict(loss=loss.detach() * n, acc=(logits.detach().argmax(1) == y).sum(), count=n)
 
     def eval_step(self, model, x, y):
         logits = model(x)
-        n = torch.tensor(float(len(y)), device=y.device)
+        n = len(y)
         return dict(loss=self.loss_fn(logits, y) * n, acc=(logits.argmax(1) == y).sum(),
                     top5=topk_correct(logits, y, 5), count=n)
 
@@ -134,10 +134,8 @@ def load_classifier(run_dir: str | Path, device="cpu") -> tuple[ImageClassifier,
     net = build_net(info["model"], info["num_classes"], info["in_channels"], tuple(info["image_size"]),
                     info.get("model_kwargs"))
     state = load_file(str(run.path / "model.safetensors"))
-    pre = Preprocess.from_state_dict(info["preprocess"], {k[len("preprocess."):]: v for k, v in state.items()
-                                                          if k.startswith("preprocess.")})
-    model = ImageClassifier(net, pre)
-    model.load_state_dict(state)
+    model = ImageClassifier(net, Preprocess(info["preprocess"]))
+    model.load_state_dict(state)  # Preprocess resizes its fitted buffers to what the file holds
     return model.to(device).eval(), info
 
 

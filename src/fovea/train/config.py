@@ -20,6 +20,7 @@ class TrainConfig:
     image_size: int | None = None  # side images are delivered at (None: the source's own size)
     val_fraction: float = 0.1  # carved from train, stratified, when the source has no validation split
     on_bad_image: str = "skip"  # skip | fail
+    in_memory: bool | None = None  # None: in memory when it fits (2 GiB), else streamed by DataLoader workers
     # model
     model: str = "lenet5"
     model_kwargs: dict = field(default_factory=dict)
@@ -104,10 +105,13 @@ RECIPES: dict[str, dict] = {
     "digits-lenet": dict(data="digits", model="lenet5", image_size=32, epochs=30, batch_size=32, lr=0.05,
                          optimizer="momentum", momentum=0.9, weight_decay=5e-4, schedule="cosine",
                          augment="translate:0.08,rotate:8", val_fraction=0.0, preprocess="zscore"),
-    "fashion-mnist-fast": dict(data="fashion-mnist", model="conv3x3-32,bn,relu,conv3x3-32,bn,relu,maxpool2,"
-                               "conv3x3-64,bn,relu,conv3x3-64,bn,relu,maxpool2,dropout0.25,fc256,relu,dropout0.5,fc10",
-                               epochs=8, batch_size=128, lr=0.05, optimizer="momentum", weight_decay=5e-4,
-                               schedule="onecycle", augment="crop:2,hflip", val_fraction=0.0, preprocess="zscore"),
+    # A 3-block CNN (conv-BN-ReLU-pool x 3, fc256) trained with bf16 autocast, which CPUs with
+    # AVX-512 BF16 run about twice as fast as fp32; 13 epochs of one-cycle SGD.
+    "fashion-mnist-fast": dict(data="fashion-mnist", model="conv3x3-32,bn,relu,maxpool2,conv3x3-64,bn,relu,maxpool2,"
+                               "conv3x3-128,bn,relu,maxpool2,fc256,relu,dropout0.5,fc10",
+                               epochs=13, batch_size=128, lr=0.1, optimizer="momentum", weight_decay=5e-4,
+                               schedule="onecycle", augment="hflip", val_fraction=0.0, preprocess="zscore",
+                               precision="bf16-mixed", channels_last=True),
 }
 
 

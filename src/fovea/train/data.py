@@ -51,6 +51,12 @@ class Batches:
             self.images = imgs.to(device)
             self.labels = split.labels.to(device)
 
+    def sample(self, k: int) -> torch.Tensor:
+        """Up to ``k`` evenly spaced images of a streamed split (uint8), to fit statistics on."""
+        n = len(self.split)
+        idx = torch.linspace(0, n - 1, min(k, n)).long().tolist()
+        return torch.stack([self.split.dataset[i][0] for i in idx]).to(self.device)
+
     def __len__(self) -> int:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

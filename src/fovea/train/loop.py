@@ -74,7 +74,8 @@ class Trainer:
         fabric.seed_everything(cfg.seed, verbose=False)
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
         self.data = data = load_data(cfg.data, root=cfg.data_root, image_size=size, val_fraction=cfg.val_fraction,
-                                     seed=cfg.seed, on_bad_image=cfg.on_bad_image)
+                                     seed=cfg.seed, on_bad_image=cfg.on_bad_image,
+                                     in_memory=cfg.in_memory)
         self.image_size = size or data.image_size
         mk = lambda split, train: Batches(split, cfg.batch_size, fabric.device, shuffle=train, seed=cfg.seed,  # noqa: E731
                                           drop_last=train, rank=fabric.global_rank, world=fabric.world_size,
@@ -90,12 +91,10 @@ class Trainer:
                             f"of {cfg.batch_size}; lower --batch-size")
 
         model = self.task.build_model(cfg, data, self.image_size)
-        fit_images = self.train_batches.images if self.train_batches.in_memory else None
-        if fit_images is not None:
-            model.preprocess.fit(fit_images)
+        fit_images = self.train_batches.images if self.train_batches.in_memory else self.train_batches.sample(2000)
+        model.preprocess.fit(fit_images)
         self.augment = BatchAugment(cfg.augment).to(fabric.device)
-        if fit_images is not None:
-            self.augment.fit(fit_images)
+        self.augment.fit(fit_images)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
 
@@ -131,7 +130,7 @@ class Trainer:
     def _checkpoint(self) -> dict:
         return dict(model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
                     schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
-                    state=dict(self.state), epoch_sums={k: v.cpu() for k, v in self.epoch_sums.items()},
+                    state=dict(self.state), epoch_sums={k: torch.as_tensor(v).cpu() for k, v in self.epoch_sums.items()},
                     rng=torch.get_rng_state(), config=self.cfg.to_dict())
 
     def save(self, which: str = "last") -> None:
@@ -204,10 +203,13 @@ class Trainer:
                 if tty:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=len(self.train_batches), initial=self.state["batch"], unit="batch",
+                    bar = tqdm(total=self.steps_per_epoch * cfg.accumulate, initial=self.state["batch"], unit="batch",
                                desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+                micro_batches = self.steps_per_epoch * cfg.accumulate  # a tail shorter than --accumulate is left out
                 for i, (xb, yb, _) in enumerate(self.train_batches.epoch(epoch, self.state["batch"]),
                                                 start=self.state["batch"]):
+                    if i >= micro_batches:
+                        break
                     step = self.state["step"]
                     x = self.augment(xb.float().div_(255), generator=self._aug_generator(step))
                     if cfg.channels_last:
@@ -219,7 +221,7 @@ class Trainer:
                     bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()),
                                            torch.full_like(bad_step, step), bad_step)
                     for k, v in stats.items():
-                        sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+                        sums[k] = sums[k] + v if k in sums else v
                     seen += len(yb)
                     self.state["batch"] = i + 1
                     if bar is not None:
@@ -240,14 +242,14 @@ class Trainer:
                     self.state["step"] = step = step + 1
                     if step % cfg.log_every_steps == 0:
                         self._diverged(bad_step)
-                    if cfg.save_every_steps and step % cfg.save_every_steps == 0 and self.state["batch"] < len(self.train_batches):
+                    if cfg.save_every_steps and step % cfg.save_every_steps == 0 and self.state["batch"] < micro_batches:
                         self._diverged(bad_step)
                         self.save("last")
                 if bar is not None:
                     bar.close()
                 self._diverged(bad_step)
                 elapsed = time.perf_counter() - t0
-                n = sums.pop("count").item()
+                n = float(sums.pop("count"))
                 train_row = dict(epoch=epoch + 1, step=self.state["step"], split="train",
                                  lr=get_lr(self.optimizer), time_s=elapsed,
                                  images_per_s=seen * fabric.world_size / max(elapsed, 1e-9),
@@ -302,8 +304,9 @@ class Trainer:
             for k, v in self.task.eval_step(model, xb.float().div_(255), yb).items():
                 sums[k] = sums[k] + v if k in sums else v
         if self.fabric.world_size > 1:
-            sums = {k: self.fabric.all_reduce(v.float(), reduce_op="sum") for k, v in sums.items()}
-        n = sums.pop("count").item()
+            sums = {k: self.fabric.all_reduce(torch.as_tensor(v, dtype=torch.float, device=self.fabric.device),
+                                              reduce_op="sum") for k, v in sums.items()}
+        n = float(sums.pop("count"))
         return {k: v.item() / max(n, 1) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ the end

@@ -2,7 +2,7 @@
 
     runs/<name>/config.json            the whole configuration (fovea train --config reruns it)
     runs/<name>/metrics.csv            one row per logged point: epoch, step, split, metrics
-    runs/<name>/events.*               TensorBoard events (when tensorboard is installed)
+    runs/<name>/events.out.tfevents.*  TensorBoard events
     runs/<name>/checkpoints/last.ckpt  every epoch and every N steps; best.ckpt by the monitored metric
     runs/<name>/model.safetensors      weights for inference, with model.json describing them
     runs/<name>/plots/*.png, report.html
@@ -100,11 +100,8 @@ class Run:
 
     def tensorboard(self):
         if self._tb is None and self.is_writer:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional; metrics.csv has everything
-                self._tb = False
-                return None
+            from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(str(self.path))
         return self._tb or None
 
