@@ -36,7 +36,6 @@ from fovea.train.loop import Trainer
 
 
 def fovea_images_per_s(cfg: TrainConfig, out: Path) -> float:
-    os.environ.pop("FOVEA_RUN_DIR", None)
     cfg.out = str(out)
     trainer = Trainer(cfg)
     trainer.fit()

@@ -113,10 +113,11 @@ class LayerInfo:
     params: int
     macs: int
     rf: int | None  # receptive field along the first spatial axis; None once the map is flattened
+    trainable: int = 0  # parameters with requires_grad
 
     def as_dict(self) -> dict:
         return dict(name=self.name, type=self.type, output_shape=list(self.output_shape), params=self.params,
-                    macs=self.macs, receptive_field=self.rf)
+                    trainable=self.trainable, macs=self.macs, receptive_field=self.rf)
 
 
 @dataclass
@@ -315,6 +316,7 @@ def trace(model: nn.Module, input_shape: Sequence[int], device: str | torch.devi
                 name=names.get(name, name), type=type(mod).__name__,
                 output_shape=tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else (),
                 params=sum(p.numel() for p in mod.parameters(recurse=False)),
+                trainable=sum(p.numel() for p in mod.parameters(recurse=False) if p.requires_grad),
                 macs=tracer.macs - pre_hook.macs0,
                 rf=int(round(rf.size[0])) if rf is not None and out.dim() > 2 else None))
         return hook

@@ -7,14 +7,11 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
 from fovea.errors import InputTooSmallError, UserError
 from fovea.models.alexnet import TORCHVISION_CONFIG
 from fovea.models.weights import load_into
 from fovea.nn.norm import LocalResponseNorm
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def meta(build, *args, **kwargs) -> nn.Module:

@@ -9,29 +9,12 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
+from _helpers import randomize_batch_norm
 from fovea.models.weights import load_into
 from fovea.nn.dense import DenseBlock, DenseLayer, Transition
 
 TORCHVISION = ["densenet121", "densenet161", "densenet169", "densenet201"]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomize_batch_norm(model: nn.Module, x: torch.Tensor) -> None:
-    """Random affine parameters and the running statistics of one batch (momentum None = plain
-    average), so eval mode keeps activations O(1) and every state-dict tensor matters."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        model(x)
-    model.eval()
 
 
 # --- torchvision equivalence ----------------------------------------------------------------

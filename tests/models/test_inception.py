@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
 from fovea.errors import InputTooSmallError
 from fovea.models.base import AuxOutputs
 from fovea.models.googlenet import INCEPTION_CFG
@@ -28,10 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:

@@ -7,31 +7,14 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
+from _helpers import randomize_batch_norm
 from fovea.models.weights import load_into
 from fovea.nn.residual import BasicBlock, Bottleneck, PreActBasicBlock, ZeroPadShortcut, make_shortcut
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 # Input side for the interop check: small to keep the test fast, 64x64 (2x2 at the end) for the deeper nets.
 INTEROP_SIDE = {"resnet18": 112, "resnet34": 96, "resnet50": 64, "resnet101": 64, "resnet152": 64}
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomize_batch_norm(model: nn.Module, x: torch.Tensor) -> None:
-    """Random affine parameters and the running statistics of one batch (momentum None = plain
-    average), so eval mode keeps activations O(1) and every state-dict tensor matters."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        model(x)
-    model.eval()
 
 
 # --- torchvision equivalence ----------------------------------------------------------------

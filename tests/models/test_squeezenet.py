@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
 from fovea.errors import InputTooSmallError
 from fovea.models.weights import load_into
 from fovea.nn.fire import Fire
@@ -24,10 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def tv_squeezenet(version: str, **kwargs) -> nn.Module:

@@ -9,14 +9,11 @@ import torchvision
 from torch import nn
 
 import fovea
+from fovea.arith import count_params as n_params
 from fovea.errors import InputTooSmallError, UserError
 from fovea.models.weights import load_into
 
 VARIANTS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", VARIANTS)

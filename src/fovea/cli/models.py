@@ -36,12 +36,14 @@ def _fmt_macs(n: int) -> str:
 
 
 def format_summary(name: str, tr) -> str:
-    rows = [("layer", "type", "output", "params", "mult-adds", "RF")]
+    frozen = tr.trainable_params < tr.total_params  # show what trains only when something is frozen
+    rows = [("layer", "type", "output", "params", *(("trainable",) if frozen else ()), "mult-adds", "RF")]
     for layer in tr.layers:
         rows.append((layer.name, layer.type, "x".join(map(str, layer.output_shape)), _fmt_int(layer.params),
+                     *((_fmt_int(layer.trainable),) if frozen else ()),
                      _fmt_macs(layer.macs) if layer.macs else "-", str(layer.rf) if layer.rf is not None else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {3, 4, 5}
+    right = set(range(3, len(rows[0])))
     lines = []
     for j, r in enumerate(rows):
         lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
@@ -69,8 +71,25 @@ def cmd_models(args) -> int:
     return 0
 
 
+def run_model_for_summary(run_dir: Path):
+    """A trained run's network with the freeze policy of its config applied."""
+    from fovea.tasks.classify import load_classifier
+    from fovea.train.finetune import apply_freeze
+
+    model, info = load_classifier(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    modules = [m.strip() for m in (cfg.get("freeze_modules") or "").split(",") if m.strip()]
+    shape = (info["in_channels"], *info["image_size"])
+    apply_freeze(model.net, cfg.get("freeze", "none"), cfg.get("freeze_until"), modules, input_shape=shape)
+    return model.net, shape
+
+
 def build_for_summary(name: str, input_text: str | None, num_classes: int | None):
     from fovea.models.registry import create_model, is_spec, list_models
+
+    if Path(name).is_dir():
+        net, shape = run_model_for_summary(Path(name))
+        return net, parse_input_shape(input_text) if input_text else shape
 
     shape = parse_input_shape(input_text) if input_text else None
     kwargs = {}
@@ -115,7 +134,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters, multiply-adds, receptive fields")
-    p.add_argument("model", help="registered model name or spec string")
+    p.add_argument("model", help="registered model name, spec string or run directory")
     p.add_argument("--input", help="input shape CxHxW (default: the model's canonical input)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",

@@ -3,6 +3,7 @@ segmentation decoders and explainers can reuse any backbone."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -79,3 +80,9 @@ def new_linear(old: nn.Linear | nn.Module, num_classes: int) -> nn.Module:
     if num_classes == 0:
         return nn.Identity()
     return nn.Linear(old.in_features, num_classes)
+
+
+def same_architecture(cfg, ref, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether two configs of one family differ only in the fields named in ``ignore`` (so that
+    weights made for ``ref``, e.g. torchvision's, still fit a model built from ``cfg``)."""
+    return all(getattr(cfg, f.name) == getattr(ref, f.name) for f in dataclasses.fields(cfg) if f.name not in ignore)

@@ -9,14 +9,13 @@ Module names follow torchvision's (``features.conv0``, ``features.denseblock1.de
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fovea.models.base import Classifier
+from fovea.models.base import Classifier, same_architecture
 from fovea.models.registry import register_model
 from fovea.nn.act import get_act
 from fovea.nn.dense import DenseBlock, Transition
@@ -154,8 +153,7 @@ def _create_densenet(variant: str, **kwargs) -> DenseNet:
     cfg = DenseNetConfig(**{**arch, **kwargs})
     model = DenseNet(cfg)
     if variant in _TORCHVISION:
-        ref = DenseNetConfig(**arch)
-        if all(getattr(cfg, f.name) == getattr(ref, f.name) for f in dataclasses.fields(cfg) if f.name not in _HEAD_ONLY):
+        if same_architecture(cfg, DenseNetConfig(**arch), ignore=_HEAD_ONLY):
             model.torchvision_name = variant  # torchvision's weights fit only the unchanged architecture
     return model
 

@@ -8,13 +8,12 @@ state dict loads as it is (``create_model("resnet50", weights="torchvision")``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fovea.models.base import Classifier
+from fovea.models.base import Classifier, same_architecture
 from fovea.models.registry import register_model
 from fovea.nn.act import get_act
 from fovea.nn.init import he_init
@@ -167,8 +166,7 @@ def _create_resnet(variant: str, **kwargs) -> ResNet:
     cfg = ResNetConfig(**{**arch, **kwargs})
     model = ResNet(cfg)
     if variant in _TORCHVISION:
-        ref = ResNetConfig(**arch)
-        if all(getattr(cfg, f.name) == getattr(ref, f.name) for f in dataclasses.fields(cfg) if f.name not in _HEAD_ONLY):
+        if same_architecture(cfg, ResNetConfig(**arch), ignore=_HEAD_ONLY):
             model.torchvision_name = variant  # torchvision's weights fit only the unchanged architecture
     return model
 

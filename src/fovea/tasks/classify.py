@@ -52,12 +52,40 @@ class Classify(Task):
         from fovea.data.transforms import Preprocess
         from fovea.losses.classification import build_loss
 
+        from fovea.train import finetune
+
         self.loss_fn = build_loss(cfg.loss, smoothing=cfg.smoothing, margin=cfg.margin)
         self.aux_weight = cfg.aux_weight
-        net = build_net(cfg.model, len(data.classes), data.in_channels, image_size, cfg.model_kwargs, cfg.init)
+        self.adv = (cfg.adv_train, cfg.adv_eps) if cfg.adv_train else None
+        if self.adv and cfg.adv_train not in ("fgsm", "pgd"):
+            raise UserError(f"--adv-train {cfg.adv_train!r}: expected fgsm or pgd")
+        run_info, weights = finetune.resolve_init(cfg.init)
+        # starting from a fovea run means its architecture; the output layer is rebuilt for these classes
+        self.model_name, self.model_kwargs = ((run_info["model"], run_info.get("model_kwargs") or {}) if run_info
+                                              else (cfg.model, cfg.model_kwargs))
+        net = build_net(self.model_name, len(data.classes), data.in_channels, image_size, self.model_kwargs,
+                        None if run_info else weights)
+        if run_info:
+            finetune.load_run_weights(net, weights)
+        modules = [m.strip() for m in (cfg.freeze_modules or "").split(",") if m.strip()]
+        shape = (data.in_channels, *image_size)
+        finetune.apply_freeze(net, cfg.freeze, cfg.freeze_until, modules, input_shape=shape)
+        if cfg.freeze_bn:
+            finetune.freeze_batchnorm(net)
+        self.lr_backbone, self.input_shape = cfg.lr_backbone, shape
         return ImageClassifier(net, Preprocess(cfg.preprocess))
 
+    def param_groups(self, model, cfg, lr):
+        from fovea.train.finetune import param_groups
+
+        return param_groups(model.net, lr, self.lr_backbone, self.input_shape)
+
     def training_step(self, model, x, y):
+        if self.adv is not None:  # half clean, half adversarial (Goodfellow et al. 2015)
+            from fovea.apps.adversarial import adversarial_batch
+
+            x = torch.cat([x, adversarial_batch(model, x, y, self.adv[0], self.adv[1])])
+            y = torch.cat([y, y])
         out = model(x)
         if isinstance(out, AuxOutputs):  # GoogLeNet / Inception: auxiliary losses, weighted
             logits = out.logits
@@ -75,7 +103,7 @@ class Classify(Task):
                     top5=topk_correct(logits, y, 5), count=n)
 
     def export_info(self, cfg, data, image_size):
-        return dict(model=cfg.model, model_kwargs=cfg.model_kwargs, num_classes=len(data.classes),
+        return dict(model=self.model_name, model_kwargs=self.model_kwargs, num_classes=len(data.classes),
                     in_channels=data.in_channels, image_size=list(image_size), classes=list(data.classes),
                     preprocess=cfg.preprocess, data=cfg.data)
 

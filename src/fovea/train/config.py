@@ -21,10 +21,17 @@ class TrainConfig:
     val_fraction: float = 0.1  # carved from train, stratified, when the source has no validation split
     on_bad_image: str = "skip"  # skip | fail
     in_memory: bool | None = None  # None: in memory when it fits (2 GiB), else streamed by DataLoader workers
+    classes: str | None = None  # train on some classes only: "0-4", "0,3,7" or names
+    train_fraction: float = 1.0  # a stratified fraction of the training labels
     # model
     model: str = "lenet5"
     model_kwargs: dict = field(default_factory=dict)
-    init: str | None = None  # weights to start from (a file or "torchvision")
+    init: str | None = None  # start from a fovea run, a weights file or "torchvision" (ImageNet)
+    freeze: str = "none"  # none | backbone (train the output layer only)
+    freeze_until: str | None = None  # freeze every parameter up to and including this module, e.g. layer3
+    freeze_modules: str | None = None  # comma-separated module names to freeze
+    freeze_bn: bool = False  # keep batch-norm statistics fixed
+    lr_backbone: float | None = None  # learning rate of everything but the output layer
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -43,6 +50,8 @@ class TrainConfig:
     smoothing: float = 0.1
     margin: float = 1.0
     aux_weight: float = 0.3  # GoogLeNet / Inception auxiliary losses
+    adv_train: str | None = None  # adversarial training: fgsm | pgd (half of each batch's loss)
+    adv_eps: float = 0.1  # L-inf radius in [0, 1] pixel units
     clip_norm: float | None = None
     clip_value: float | None = None
     accumulate: int = 1  # gradient accumulation steps

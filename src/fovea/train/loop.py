@@ -66,9 +66,10 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        if self.resume_from is None and RUN_DIR_ENV not in os.environ:
-            os.environ[RUN_DIR_ENV] = str(cfg.out or default_run_dir(cfg.model, cfg.data))
-        run_dir = self.resume_from or Path(os.environ[RUN_DIR_ENV])
+        run_dir = Path(self.resume_from or cfg.out or os.environ.get(RUN_DIR_ENV)
+                       or default_run_dir(cfg.model, cfg.data))
+        if cfg.devices * cfg.num_nodes > 1:  # processes started by Fabric inherit the environment
+            os.environ[RUN_DIR_ENV] = str(run_dir)
         self.fabric = fabric = make_fabric(cfg)
         fabric.launch()
         fabric.seed_everything(cfg.seed, verbose=False)
@@ -76,6 +77,14 @@ class Trainer:
         self.data = data = load_data(cfg.data, root=cfg.data_root, image_size=size, val_fraction=cfg.val_fraction,
                                      seed=cfg.seed, on_bad_image=cfg.on_bad_image,
                                      in_memory=cfg.in_memory)
+        if cfg.classes:
+            from fovea.data.subset import parse_classes, select_classes
+
+            data = self.data = select_classes(data, parse_classes(cfg.classes, data.classes))
+        if cfg.train_fraction != 1.0:
+            from fovea.data.subset import subsample_train
+
+            data = self.data = subsample_train(data, cfg.train_fraction, cfg.seed)
         self.image_size = size or data.image_size
         mk = lambda split, train: Batches(split, cfg.batch_size, fabric.device, shuffle=train, seed=cfg.seed,  # noqa: E731
                                           drop_last=train, rank=fabric.global_rank, world=fabric.world_size,
