@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def cmd_evaluate(args) -> int:
     from fovea.train.data import Batches
     from fovea.train.run import Run
 
+    if args.eps is not None and not args.attack:
+        raise UserError("--eps needs --attack fgsm or --attack pgd")
     model, info = load_classifier(args.run)
     run = Run.existing(args.run)
     cfg = run.read_json("config.json")
@@ -34,8 +37,10 @@ def cmd_evaluate(args) -> int:
     split = getattr(data, split_name)
     if split is None:
         raise UserError(f"data {spec!r} has no {split_name} split; try --split val or --split train")
-    logits, labels, _ = predict_batches(model, Batches(split, args.batch_size, torch.device("cpu"), shuffle=False,
-                                                       image_size=size))
+    batches = Batches(split, args.batch_size, torch.device("cpu"), shuffle=False, image_size=size)
+    if args.attack:
+        return _evaluate_attack(args, model, run, batches, split_name)
+    logits, labels, _ = predict_batches(model, batches)
     pred = logits.argmax(1)
     k = min(5, logits.shape[1])
     acc = (pred == labels).float().mean().item()
@@ -60,6 +65,45 @@ def cmd_evaluate(args) -> int:
     print("confusion matrix (rows: true, columns: predicted):")
     for i, rowv in enumerate(cm.tolist()):
         print(f"{info['classes'][i]:{w}s} " + " ".join(f"{v:5d}" for v in rowv))
+    print(f"wrote {out_png}")
+    return 0
+
+
+DEFAULT_ATTACK_EPS = (0.0, 0.05, 0.1, 0.2)
+
+
+def eps_list(text: str) -> list[float]:
+    """``"0,0.05,0.1"`` -> ``[0.0, 0.05, 0.1]``; every value a number >= 0."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0,0.05,0.1") from None
+    if not values or any(not (v >= 0 and v != float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected finite numbers >= 0, e.g. 0,0.05,0.1")
+    return sorted(set(values))
+
+
+def _evaluate_attack(args, model, run, batches, split_name: str) -> int:
+    """Accuracy against eps under FGSM or PGD (L-inf, pixels in [0, 1]): a table and a plot."""
+    from fovea.apps.adversarial import accuracy_under_attack, plot_attack_curve
+
+    eps = args.eps if args.eps is not None else list(DEFAULT_ATTACK_EPS)
+    generator = torch.Generator().manual_seed(0)  # PGD's random start: the same curve every time
+    kwargs = dict(generator=generator) if args.attack == "pgd" else {}
+    curve = accuracy_under_attack(model, batches, args.attack, eps, **kwargs)
+    out_png = Path(args.out) if args.out else run.path / "plots" / f"attack-{args.attack}-{split_name}.png"
+    plot_attack_curve({args.attack: curve}, out_png, title=f"{run.path.name}: {args.attack} on {split_name}")
+    result = dict(split=split_name, n=len(batches.split), attack=args.attack, norm="linf",
+                  steps=10 if args.attack == "pgd" else 1,
+                  curve=[dict(eps=e, accuracy=a) for e, a in curve.items()], plot=str(out_png))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{split_name}: {result['n']} images under {args.attack} (L-inf"
+          f"{', 10 steps, random start' if args.attack == 'pgd' else ''})")
+    print("     eps  accuracy")
+    for e, a in curve.items():
+        print(f"{e:8.4f}  {a:8.4f}")
     print(f"wrote {out_png}")
     return 0
 
@@ -121,7 +165,11 @@ def register(sub) -> None:
     p.add_argument("--data", help="evaluate on other data (default: the run's own)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", help="confusion-matrix PNG (default RUN/plots/confusion-SPLIT.png)")
+    p.add_argument("--out", help="confusion-matrix PNG (default RUN/plots/confusion-SPLIT.png); with --attack "
+                                 "the accuracy-versus-eps plot (default RUN/plots/attack-METHOD-SPLIT.png)")
+    p.add_argument("--attack", choices=["fgsm", "pgd"], help="accuracy under an adversarial attack instead")
+    p.add_argument("--eps", type=eps_list, help="with --attack: comma-separated L-inf sizes, pixels in [0, 1] "
+                                                "(default 0,0.05,0.1,0.2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

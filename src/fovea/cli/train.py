@@ -102,6 +102,10 @@ def _validate(cfg: TrainConfig) -> None:
 def cmd_train(args) -> int:
     from fovea.train.loop import Trainer
 
+    if args.task == "linear":  # a linear head on saved features: no training loop
+        from fovea.cli.features import cmd_train_linear
+
+        return cmd_train_linear(args)
     if args.resume:
         from fovea.train.run import Run
 
@@ -144,9 +148,17 @@ def cmd_demo(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (a task: classify)")
-    p.add_argument("task", nargs="?", choices=["classify"], help="what to train")
+    p.add_argument("task", nargs="?", choices=["classify", "linear"],
+                   help="what to train (linear: an SVM or logistic regression on saved features)")
     p.add_argument("--config", help="JSON or YAML file of settings (a run's config.json reruns it)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    p.add_argument("--features", dest="features_file", metavar="FILE", help="linear: features from `fovea features`")
+    p.add_argument("--head", dest="linear_head", default="svm", choices=["svm", "logistic"],
+                   help="linear: LinearSVC or LogisticRegression")
+    p.add_argument("--pca", dest="pca_dims", type=int, metavar="D", help="linear: project on D principal components")
+    p.add_argument("--pq", "--pq-subvectors", dest="pq_subvectors", type=int, metavar="M",
+                   help="linear: product-quantize into M one-byte codes (256 centroids each)")
+    p.add_argument("--svm-c", dest="svm_c", type=float, default=1.0, help="linear: inverse regularization C")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
