@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fovea.errors import UserError
-from fovea.models.base import AuxOutputs
+from fovea.models.base import eval_mode
+from fovea.models.base import model_logits as _logits
 
 __all__ = [
     "ATTACKS",
@@ -60,22 +60,6 @@ _TINY = 1e-12  # keeps a zero gradient or a zero perturbation from dividing by z
 # ---------------------------------------------------------------------------- helpers
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run ``model`` in eval mode and give every submodule back the mode it had (a model half
-    in train mode, e.g. with frozen batch norm, stays that way)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    out = model(x)
-    return (out.logits if isinstance(out, AuxOutputs) else out).float()
 
 
 def _pixels(x: Tensor) -> Tensor:

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fovea.errors import UserError
-from fovea.models.base import AuxOutputs
+from fovea.models.base import eval_mode
+from fovea.models.base import model_logits as _logits
 
 __all__ = [
     "METHODS", "Explanation", "LayerRecord", "Subject", "class_activation_map", "class_model",
@@ -69,20 +70,6 @@ def backbone(model: nn.Module) -> nn.Module:
     return getattr(model, "net", model)
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    out = model(x)
-    return (out.logits if isinstance(out, AuxOutputs) else out).float()
 
 
 @contextmanager

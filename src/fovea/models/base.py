@@ -4,7 +4,8 @@ segmentation decoders and explainers can reuse any backbone."""
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -86,3 +87,22 @@ def same_architecture(cfg, ref, ignore: tuple[str, ...] = ()) -> bool:
     """Whether two configs of one family differ only in the fields named in ``ignore`` (so that
     weights made for ``ref``, e.g. torchvision's, still fit a model built from ``cfg``)."""
     return all(getattr(cfg, f.name) == getattr(ref, f.name) for f in dataclasses.fields(cfg) if f.name not in ignore)
+
+
+def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The main logits of ``model(x)`` as float, whether or not it returns auxiliary outputs."""
+    out = model(x)
+    return (out.logits if isinstance(out, AuxOutputs) else out).float()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and give every submodule back the mode it had (a model half
+    in train mode, e.g. with frozen batch norm, stays that way)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
