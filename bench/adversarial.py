@@ -68,7 +68,7 @@ def example_plots(model, x, y, classes, plots: Path) -> dict:
     with torch.no_grad():
         idx = torch.cat([(y == c).nonzero()[0] for c in range(10)])[:8]  # one image of each of 8 classes
     xs, ys = x[idx], y[idx]
-    x_adv = quantize(fgsm(model, xs, ys, EPS))
+    x_adv = quantize(fgsm(model, xs, ys, EPS), reference=xs)
     with torch.no_grad():
         p0, p1 = model(xs).softmax(1), model(x_adv).softmax(1)
     titles = [f"{_short(classes[int(p.argmax())])} {float(p.max()):.2f}" for p in torch.cat([p0, p1])]
@@ -80,7 +80,8 @@ def example_plots(model, x, y, classes, plots: Path) -> dict:
     with torch.no_grad():
         i = int(((y == src) & (model(x).argmax(1) == src)).nonzero()[0])
     xt = x[i:i + 1]
-    xt_adv = quantize(pgd(model, xt, y[i:i + 1], 0.05, steps=20, target=tgt, generator=torch.Generator().manual_seed(0)))
+    xt_adv = quantize(pgd(model, xt, y[i:i + 1], EPS, steps=20, target=tgt, generator=torch.Generator().manual_seed(0)),
+                      reference=xt)
     with torch.no_grad():
         q0, q1 = model(xt).softmax(1)[0], model(xt_adv).softmax(1)[0]
     linf = float((xt_adv - xt).abs().max())
@@ -88,7 +89,7 @@ def example_plots(model, x, y, classes, plots: Path) -> dict:
                     [f"{classes[int(q0.argmax())]} {float(q0.max()):.2f}", f"+ perturbation (L-inf {linf:.3f})",
                      f"{classes[int(q1.argmax())]} {float(q1.max()):.2f}"],
                     plots / "adv-targeted.png", ncols=3, title="targeted PGD: Sneaker -> Bag")
-    return dict(source=classes[src], target=classes[tgt], eps=0.05, linf=linf,
+    return dict(source=classes[src], target=classes[tgt], eps=EPS, steps=20, linf=linf,
                 before=dict(cls=classes[int(q0.argmax())], prob=float(q0.max()), target_prob=float(q0[tgt])),
                 after=dict(cls=classes[int(q1.argmax())], prob=float(q1.max()), target_prob=float(q1[tgt])))
 

@@ -83,6 +83,19 @@ def test_fgsm_moves_every_pixel_by_eps_and_raises_the_loss(trained):
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_8_bit_rounding_toward_the_original_stays_within_eps(trained, norm, eps):
+    model, x, y = trained
+    x8 = quantize(x)
+    x_adv = quantize(pgd(model, x8, y, eps, steps=3, norm=norm), reference=x8)
+    assert torch.allclose(x_adv, quantize(x_adv), atol=1e-6)  # on the 8-bit grid
+    delta = (x_adv - x8).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-6).all()
+    if norm == "linf":
+        assert round(float(size.max()) * 255) == 25  # 0.1 = 25.5 levels: 25 kept, not 26
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
 def test_pgd_stays_in_the_ball_and_beats_fgsm(trained, norm, eps):
     model, x, y = trained
     x_adv = pgd(model, x, y, eps, steps=10, norm=norm, generator=torch.Generator().manual_seed(0))
@@ -224,7 +237,7 @@ def test_attack_command_writes_the_image_and_prints_before_and_after(run_dir, tm
                  "--out", str(tmp_path / "t.png")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["target"] == "3" and result["after"]["target_prob"] > result["before"]["target_prob"]
-    assert result["linf"] <= 0.1 + 1 / 255
+    assert 0.09 < result["linf"] <= 0.1
 
 
 def test_attack_command_fooling_image(run_dir, tmp_path, capsys):

@@ -60,8 +60,6 @@ _TINY = 1e-12  # keeps a zero gradient or a zero perturbation from dividing by z
 # ---------------------------------------------------------------------------- helpers
 
 
-
-
 def _pixels(x: Tensor) -> Tensor:
     """A detached float copy of a batch in [0, 1] (uint8 images are scaled by 1/255)."""
     if not isinstance(x, Tensor):
@@ -142,9 +140,17 @@ def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator |
     return g / (_flat_norm(g) + _TINY) * eps * r.pow(1.0 / d)
 
 
-def quantize(x: Tensor) -> Tensor:
-    """Round pixels to the 256 levels an 8-bit file holds, so what is reported is what is saved."""
-    return x.clamp(0, 1).mul(255).round().div(255)
+def quantize(x: Tensor, reference: Tensor | None = None) -> Tensor:
+    """Round pixels to the 256 levels an 8-bit file holds, so what is reported is what is saved.
+
+    With ``reference`` (the 8-bit original), the change from it is rounded toward zero instead,
+    so the saved image stays inside any L-inf or L2 ball the float one was in.
+    """
+    if reference is None:
+        return x.clamp(0, 1).mul(255).round().div(255)
+    levels = (x - reference).mul(255)
+    levels = torch.trunc(levels + levels.sign() * 1e-3)  # 24.9999 is 25 levels, not 24
+    return (reference + levels / 255).clamp(0, 1)
 
 
 def default_alpha(eps: float, steps: int) -> float:

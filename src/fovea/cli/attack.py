@@ -92,7 +92,8 @@ def cmd_attack(args) -> int:
             x_adv = adv.pgd(model, x, y, eps, steps=args.steps or 10, alpha=args.alpha, norm=args.norm,
                             random_start=args.random_start, target=target, generator=generator)
         extra = dict(eps=eps, norm=args.norm)
-    x_adv = adv.quantize(x_adv)  # the image as the PNG holds it
+    # the image as the PNG holds it; an attack's change is rounded toward the original, to stay within eps
+    x_adv = adv.quantize(x_adv, reference=None if args.method == "fooling" else x)
     before = _prediction(model, x, classes, target)
     after = _prediction(model, x_adv, classes, target)
     delta = (x_adv - x)[0]

@@ -52,7 +52,8 @@ def _print_layers(model) -> None:
         try:
             x = model.preprocess(x)
             if hasattr(model.net, "forward_head"):
-                shapes[PRE_LOGITS] = tuple(model.net.forward_head(model.net.forward_features(x), pre_logits=True).shape[1:])
+                pre = model.net.forward_head(model.net.forward_features(x), pre_logits=True)
+                shapes[PRE_LOGITS] = tuple(pre.shape[1:])
             out = model.net(x)
             out = getattr(out, "logits", out)
             if isinstance(out, torch.Tensor) and model.name != "pixels":
@@ -173,8 +174,8 @@ def cmd_search(args) -> int:
     sheet = None
     if args.sheet:
         thumbs, ok = load_thumbnails([r["path"] for r in results], model.in_channels, model.image_size)
-        titles = ["query: " + _short(args.image)] + [f"{r['score']:.3f} {_short(r['path'])}" + ("" if good else " (missing)")
-                                                     for r, good in zip(results, ok)]
+        titles = ["query: " + _short(args.image)] + [
+            f"{r['score']:.3f} {_short(r['path'])}" + ("" if good else " (missing)") for r, good in zip(results, ok)]
         sheet = str(contact_sheet(torch.cat([query[None], thumbs]), titles, args.sheet,
                                   ncols=min(len(titles), 6), title=f"nearest to {_short(args.image)} ({model.name})"))
     if args.json:
