@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from fovea.errors import UserError
-from fovea.train.config import RECIPES, TrainConfig, apply_recipe, read_config_file
+from fovea.train.config import RECIPES, TASK_DEFAULTS, TrainConfig, apply_recipe, read_config_file
 
 _HELP = {
     "data": "digits, fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, an image folder or a CSV of path,label",
@@ -24,6 +24,11 @@ _HELP = {
     "scale_lr": "linear scaling rule: lr x batch / 256",
     "out": "run directory (default runs/<model>-<data>-<time>)",
     "recipe": f"named settings: {', '.join(RECIPES)}",
+    "kind": "autoencoder: fc, conv, linear, sparse, denoising, contractive, vae",
+    "arch": "autoencoder: fc, conv, linear (default: the kind's); gan: fc, dcgan",
+    "noise": "denoising autoencoder corruption: gaussian:SIGMA or mask:P",
+    "gan_loss": "minimax or non-saturating",
+    "normal_classes": "anomaly detection: train and validate on these classes only",
 }
 
 
@@ -78,9 +83,8 @@ def config_from_args(args) -> TrainConfig:
                 and f.name != "task"}
     recipe = explicit.get("recipe") or settings.get("recipe")
     base = apply_recipe(recipe) if recipe else {}
-    merged = {**base, **settings, **explicit}
-    if getattr(args, "task", None):
-        merged["task"] = args.task
+    task = getattr(args, "task", None) or settings.get("task") or base.get("task") or "classify"
+    merged = {**TASK_DEFAULTS.get(task, {}), **base, **settings, **explicit, "task": task}
     cfg = TrainConfig.from_dict(merged, source=f"config {args.config!r}" if getattr(args, "config", None) else "flags")
     _validate(cfg)
     return cfg
@@ -95,6 +99,10 @@ def _validate(cfg: TrainConfig) -> None:
         raise UserError(f"--lr {cfg.lr} must be positive")
     if not 0 <= cfg.val_fraction < 1:
         raise UserError(f"--val-fraction {cfg.val_fraction} must be in [0, 1)")
+    if cfg.task == "autoencoder":
+        from fovea.tasks.autoencode import check_kind
+
+        check_kind(cfg.kind)
     if cfg.on_bad_image not in ("skip", "fail"):
         raise UserError(f"--on-bad-image {cfg.on_bad_image!r}: expected skip or fail")
 
@@ -147,8 +155,8 @@ def cmd_demo(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model (a task: classify)")
-    p.add_argument("task", nargs="?", choices=["classify", "linear"],
+    p = sub.add_parser("train", help="train a model (a task: classify, autoencoder, gan, linear)")
+    p.add_argument("task", nargs="?", choices=["classify", "autoencoder", "gan", "linear"],
                    help="what to train (linear: an SVM or logistic regression on saved features)")
     p.add_argument("--config", help="JSON or YAML file of settings (a run's config.json reruns it)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")

@@ -77,6 +77,7 @@ class DataBundle:
     in_channels: int
     image_size: tuple[int, int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    normal_classes: list[int] | None = None  # anomaly detection: train and val hold only these
 
 
 def data_root() -> Path:

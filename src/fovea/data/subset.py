@@ -1,6 +1,7 @@
-"""Subsets of a data set: some of its classes (relabelled in the order given), and a stratified
-fraction of its training labels. Used for transfer-learning experiments such as "pre-train on
-Fashion-MNIST classes 0-4, fine-tune on 5% of the labels of classes 5-9"."""
+"""Subsets of a data set: some of its classes (relabelled in the order given), a stratified
+fraction of its training labels, and the normal classes of an anomaly-detection problem. Used for
+transfer-learning experiments such as "pre-train on Fashion-MNIST classes 0-4, fine-tune on 5% of
+the labels of classes 5-9"."""
 
 from __future__ import annotations
 
@@ -53,6 +54,22 @@ def select_classes(data: DataBundle, keep: list[int]) -> DataBundle:
 
     return dataclasses.replace(data, train=sub(data.train), val=sub(data.val), test=sub(data.test),
                                classes=[data.classes[i] for i in keep])
+
+
+def keep_normal(data: DataBundle, normal: list[int]) -> DataBundle:
+    """Anomaly detection: the training and validation splits keep only the ``normal`` classes;
+    the test split keeps every class (labels unchanged), so anomalies can be scored on it."""
+    keep = torch.tensor(normal)
+
+    def sub(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        return _take(split, torch.isin(split.labels, keep).nonzero().flatten())
+
+    train = sub(data.train)
+    if len(train.labels) == 0:
+        raise UserError(f"--normal-classes {normal}: no training images of these classes")
+    return dataclasses.replace(data, train=train, val=sub(data.val), normal_classes=list(normal))
 
 
 def subsample_train(data: DataBundle, fraction: float, seed: int = 0) -> DataBundle:

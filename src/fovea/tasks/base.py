@@ -23,14 +23,38 @@ class Task:
     that picks ``best.ckpt``."""
 
     name: str = ""
-    monitor: str = "loss"
+    monitor: str | None = "loss"  # None: no validation metric picks a best epoch (best.ckpt is the last)
     monitor_mode: str = "min"
+    manual: bool = False  # True: ``manual_step`` backpropagates and steps the optimizers itself (GANs)
+
+    def label(self, cfg: "TrainConfig") -> str:
+        """What the default run directory is named after."""
+        return cfg.model
+
+    def prepare_data(self, cfg: "TrainConfig", data: "DataBundle") -> "DataBundle":
+        """The data the task trains on (for example only the normal classes, for anomaly detection)."""
+        return data
 
     def build_model(self, cfg: "TrainConfig", data: "DataBundle", image_size: tuple[int, int]) -> nn.Module:
         raise NotImplementedError
 
     def param_groups(self, model: nn.Module, cfg: "TrainConfig", lr: float) -> list[dict]:
         return [dict(params=[p for p in model.parameters() if p.requires_grad])]
+
+    def optimizers(self, model: nn.Module, cfg: "TrainConfig", lr: float) -> dict[str, dict]:
+        """Optimizer name -> ``dict(params=param groups, lr=..., kwargs=build_optimizer kwargs)``;
+        each gets its own learning-rate schedule. One optimizer, ``main``, unless overridden."""
+        return {"main": dict(params=self.param_groups(model, cfg, lr))}
+
+    def manual_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step, index: int) -> tuple[torch.Tensor, dict]:
+        """For ``manual`` tasks: one training step on a batch. ``step(name, loss)`` zeroes the
+        gradients, backpropagates ``loss`` and steps optimizer ``name`` (with clipping and its
+        schedule); ``index`` counts batches from the start of training. Return a loss to watch
+        for divergence and per-batch sums, as ``training_step`` does."""
+        raise NotImplementedError
+
+    def epoch_end(self, run: "Run", model: nn.Module, epoch: int) -> None:
+        """Called on the main process after each epoch is logged (sample grids and the like)."""
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Return the loss and per-batch sums as tensors (never synchronised inside the step)."""
@@ -57,7 +81,9 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> Task:
-    import fovea.tasks.classify  # noqa: F401  (registers)
+    import fovea.tasks.autoencode  # noqa: F401  (each module registers its tasks)
+    import fovea.tasks.classify  # noqa: F401
+    import fovea.tasks.gan  # noqa: F401
 
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASKS))}")

@@ -32,6 +32,22 @@ class TrainConfig:
     freeze_modules: str | None = None  # comma-separated module names to freeze
     freeze_bn: bool = False  # keep batch-norm statistics fixed
     lr_backbone: float | None = None  # learning rate of everything but the output layer
+    # autoencoders and GANs (docs/autoencoders.md, docs/gans.md)
+    kind: str = "fc"  # autoencoder: fc | conv | linear | sparse | denoising | contractive | vae
+    arch: str | None = None  # autoencoder: fc | conv | linear (default: the kind's); gan: fc | dcgan
+    latent_dim: int | None = None  # code size (None: the architecture's default)
+    hidden: list[int] | None = None  # fully connected autoencoder: hidden widths of the encoder
+    encoder_act: str | None = None  # autoencoder hidden activation (default relu; sigmoid for contractive)
+    recon_loss: str | None = None  # mse | bce (default: bce for vae, mse otherwise)
+    noise: str = "gaussian:0.3"  # denoising autoencoder corruption: gaussian:SIGMA or mask:P
+    sparsity: float = 1e-3  # sparse autoencoder: lambda * sum |h|
+    contraction: float = 0.1  # contractive autoencoder: lambda * ||dh/dx||_F^2
+    beta: float = 1.0  # weight of the VAE's KL term
+    normal_classes: str | None = None  # anomaly detection: train and validate on these classes only
+    gan_loss: str = "non-saturating"  # minimax | non-saturating
+    d_steps: int = 1  # discriminator steps per generator step
+    lr_d: float | None = None  # discriminator learning rate (default: --lr)
+    width: int = 64  # GAN feature width
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -121,6 +137,15 @@ RECIPES: dict[str, dict] = {
                                epochs=13, batch_size=128, lr=0.1, optimizer="momentum", weight_decay=5e-4,
                                schedule="onecycle", augment="hflip", val_fraction=0.0, preprocess="zscore",
                                precision="bf16-mixed", channels_last=True),
+}
+
+
+# What each task starts from before a recipe, a config file and flags are applied: settings that
+# suit it better than the classifier's (autoencoders and GANs train with Adam on raw [0, 1] pixels).
+TASK_DEFAULTS: dict[str, dict] = {
+    "autoencoder": dict(optimizer="adam", lr=1e-3, batch_size=128, epochs=20, preprocess="none", schedule="cosine"),
+    # DCGAN's settings (Radford et al. 2016): Adam, lr 2e-4, beta1 0.5 (set by the task), batch 128
+    "gan": dict(optimizer="adam", lr=2e-4, batch_size=128, epochs=10, preprocess="none", val_fraction=0.0),
 }
 
 

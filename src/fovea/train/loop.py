@@ -67,7 +67,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=False)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         run_dir = Path(self.resume_from or cfg.out or os.environ.get(RUN_DIR_ENV)
-                       or default_run_dir(cfg.model, cfg.data))
+                       or default_run_dir(self.task.label(cfg), cfg.data))
         if cfg.devices * cfg.num_nodes > 1:  # processes started by Fabric inherit the environment
             os.environ[RUN_DIR_ENV] = str(run_dir)
         self.fabric = fabric = make_fabric(cfg)
@@ -85,6 +85,7 @@ class Trainer:
             from fovea.data.subset import subsample_train
 
             data = self.data = subsample_train(data, cfg.train_fraction, cfg.seed)
+        data = self.data = self.task.prepare_data(cfg, data)
         self.image_size = size or data.image_size
         mk = lambda split, train: Batches(split, cfg.batch_size, fabric.device, shuffle=train, seed=cfg.seed,  # noqa: E731
                                           drop_last=train, rank=fabric.global_rank, world=fabric.world_size,
@@ -101,23 +102,31 @@ class Trainer:
 
         model = self.task.build_model(cfg, data, self.image_size)
         fit_images = self.train_batches.images if self.train_batches.in_memory else self.train_batches.sample(2000)
-        model.preprocess.fit(fit_images)
+        if hasattr(model, "preprocess"):
+            model.preprocess.fit(fit_images)
         self.augment = BatchAugment(cfg.augment).to(fabric.device)
         self.augment.fit(fit_images)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
 
         lr = linear_scaled_lr(cfg.lr, cfg.batch_size) if cfg.scale_lr else cfg.lr
-        optimizer = build_optimizer(self.task.param_groups(model, cfg, lr), cfg.optimizer, lr=lr,
-                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if self.task.manual and cfg.accumulate > 1:
+            raise UserError(f"--accumulate {cfg.accumulate}: task {cfg.task!r} steps its own optimizers; use 1")
         self.steps_per_epoch = len(self.train_batches) // cfg.accumulate
         if self.steps_per_epoch == 0:
             raise UserError(f"--accumulate {cfg.accumulate} is more than the {len(self.train_batches)} batches of an epoch")
-        self.schedule = Schedule(optimizer, cfg.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
-                                 steps_per_epoch=self.steps_per_epoch,
-                                 warmup_steps=round(cfg.warmup_epochs * self.steps_per_epoch),
-                                 milestones=tuple(cfg.milestones), gamma=cfg.gamma, min_lr=cfg.min_lr,
-                                 patience=cfg.patience)
+        self.optimizers, self.schedules = {}, {}
+        for name, spec in self.task.optimizers(model, cfg, lr).items():
+            opt_lr = spec.get("lr", lr)
+            opt = build_optimizer(spec["params"], spec.get("optimizer", cfg.optimizer), lr=opt_lr,
+                                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, **spec.get("kwargs", {}))
+            self.optimizers[name] = opt
+            self.schedules[name] = Schedule(opt, cfg.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
+                                            steps_per_epoch=self.steps_per_epoch,
+                                            warmup_steps=round(cfg.warmup_epochs * self.steps_per_epoch),
+                                            milestones=tuple(cfg.milestones), gamma=cfg.gamma, min_lr=cfg.min_lr,
+                                            patience=cfg.patience)
+        self.optimizer, self.schedule = next(iter(self.optimizers.values())), next(iter(self.schedules.values()))
         self.ema = None
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -129,7 +138,10 @@ class Trainer:
         if fabric.is_global_zero and self.resume_from is None:
             self.run.write_json("config.json", cfg.to_dict())
         fabric.barrier()
-        self.model, self.optimizer = fabric.setup(model, optimizer)
+        model, *optimizers = fabric.setup(model, *self.optimizers.values())
+        self.model = model
+        self.optimizers = dict(zip(self.optimizers, optimizers))
+        self.optimizer = optimizers[0]
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.state = dict(epoch=0, batch=0, step=0, best=None, bad_epochs=0)
@@ -137,8 +149,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict:
-        return dict(model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
+        return dict(model=self.raw_model.state_dict(),
+                    optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
+                    schedules={k: s.state_dict() for k, s in self.schedules.items()}, ema=self.ema.state_dict() if self.ema else None,
                     state=dict(self.state), epoch_sums={k: torch.as_tensor(v).cpu() for k, v in self.epoch_sums.items()},
                     rng=torch.get_rng_state(), config=self.cfg.to_dict())
 
@@ -157,8 +170,15 @@ class Trainer:
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.run.last_ckpt)
         self.raw_model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["schedule"])
+        # checkpoints from before several optimizers were possible hold one, under "optimizer"
+        optimizers = ckpt.get("optimizers") or {"main": ckpt["optimizer"]}
+        schedules = ckpt.get("schedules") or {"main": ckpt["schedule"]}
+        if set(optimizers) != set(self.optimizers):
+            raise UserError(f"checkpoint {str(self.run.last_ckpt)!r} holds optimizers {sorted(optimizers)}, "
+                            f"but task {self.cfg.task!r} uses {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(optimizers[name])
+            self.schedules[name].load_state_dict(schedules[name])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
         self.state = dict(ckpt["state"])
@@ -196,7 +216,7 @@ class Trainer:
             self._restore()
         self.log(f"run: {self.run.path}  data: {self.data.name} ({len(self.data.train)} train"
                  f"{f', {len(self.data.val)} val' if self.data.val else ''}"
-                 f"{f', {len(self.data.test)} test' if self.data.test else ''})  model: {cfg.model}  "
+                 f"{f', {len(self.data.test)} test' if self.data.test else ''})  model: {task.label(cfg)}  "
                  f"device: {fabric.device} x{fabric.world_size}")
         bad_step = torch.full((), -1, dtype=torch.long, device=fabric.device)
         tty = sys.stdout.isatty() and fabric.is_global_zero
@@ -224,9 +244,12 @@ class Trainer:
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     last_micro = (i + 1) % cfg.accumulate == 0
-                    with fabric.no_backward_sync(self.model, enabled=not last_micro):
-                        loss, stats = task.training_step(self.model, x, yb)
-                        fabric.backward(loss / cfg.accumulate if cfg.accumulate > 1 else loss)
+                    if task.manual:
+                        loss, stats = task.manual_step(self.model, x, yb, self._manual_step, step)
+                    else:
+                        with fabric.no_backward_sync(self.model, enabled=not last_micro):
+                            loss, stats = task.training_step(self.model, x, yb)
+                            fabric.backward(loss / cfg.accumulate if cfg.accumulate > 1 else loss)
                     bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()),
                                            torch.full_like(bad_step, step), bad_step)
                     for k, v in stats.items():
@@ -239,13 +262,8 @@ class Trainer:
                                         refresh=False)
                     if not last_micro:
                         continue
-                    if cfg.clip_norm is not None:
-                        fabric.clip_gradients(self.model, self.optimizer, max_norm=cfg.clip_norm, error_if_nonfinite=False)
-                    if cfg.clip_value is not None:
-                        fabric.clip_gradients(self.model, self.optimizer, clip_val=cfg.clip_value)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.schedule.step()
+                    if not task.manual:
+                        self._optimizer_step(self.optimizer, self.schedule)
                     if self.ema is not None:
                         self.ema.update_parameters(self.raw_model)
                     self.state["step"] = step = step + 1
@@ -267,12 +285,15 @@ class Trainer:
                 val = self.evaluate(self.val_batches) if self.val_batches is not None else None
                 if val is not None:
                     self.run.log_metrics(dict(epoch=epoch + 1, step=self.state["step"], split="val", **val))
-                monitored = (val or train_row).get(task.monitor, train_row["loss"])
-                self.schedule.epoch_end(val["loss"] if val else train_row["loss"])
+                monitored = (val or train_row).get(task.monitor, train_row["loss"]) if task.monitor else None
+                for schedule in self.schedules.values():
+                    schedule.epoch_end(val["loss"] if val else train_row["loss"])
                 self.state["epoch"], self.state["batch"] = epoch + 1, 0
                 self.epoch_sums = {}
                 improved = self._improved(monitored)
                 self.log(self._epoch_line(train_row, val))
+                if fabric.is_global_zero:
+                    task.epoch_end(self.run, self.eval_model(), epoch + 1)
                 self.save("last")
                 if improved:
                     self.save("best")
@@ -283,8 +304,26 @@ class Trainer:
             self.run.close()
         return self.finish()
 
-    def _improved(self, value: float) -> bool:
+    def _optimizer_step(self, optimizer, schedule) -> None:
+        cfg = self.cfg
+        if cfg.clip_norm is not None:
+            self.fabric.clip_gradients(self.model, optimizer, max_norm=cfg.clip_norm, error_if_nonfinite=False)
+        if cfg.clip_value is not None:
+            self.fabric.clip_gradients(self.model, optimizer, clip_val=cfg.clip_value)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+
+    def _manual_step(self, name: str, loss: torch.Tensor) -> None:
+        """What a manual task calls for each of its optimizers: fresh gradients, backward, step."""
+        self.model.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        self._optimizer_step(self.optimizers[name], self.schedules[name])
+
+    def _improved(self, value: float | None) -> bool:
         best, mode = self.state["best"], self.task.monitor_mode
+        if self.task.monitor is None:  # nothing to compare: the latest epoch is the best
+            return True
         if best is None or (value > best if mode == "max" else value < best):
             self.state["best"], self.state["bad_epochs"] = value, 0
             return True
