@@ -156,11 +156,20 @@ def test_reconstruct_generate_and_anomaly_commands(vae_run, digit_pngs, tmp_path
 
 
 def test_generate_from_a_gan_run_with_quality_figures(tmp_path, capsys):
-    Trainer(gan_config(tmp_path, "g", epochs=1)).fit()
+    Trainer(gan_config(tmp_path, "g", epochs=1, precision="bf16-mixed")).fit()
     model, info = load_gan(tmp_path / "g")
     assert model.sample(5).shape == (5, 1, 8, 8)
-    assert main(["generate", str(tmp_path / "g"), "-n", "8", "--out", str(tmp_path / "s.png")]) == 0
+    cls = TrainConfig.from_dict(dict(data="digits", model="conv3x3-8,relu,maxpool2,fc10", epochs=8, lr=0.05,
+                                     batch_size=32, val_fraction=0.0, out=str(tmp_path / "cls")))
+    Trainer(cls).fit()
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "g"), "-n", "100", "--out", str(tmp_path / "s.png"),
+                 "--classifier", str(tmp_path / "cls"), "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)["quality"]
     assert (tmp_path / "s.png").is_file()
+    # held-out real digits are the best case and noise the worst, in the classifier's feature space
+    assert q["fid"]["real"] < q["fid"]["noise"] and q["coverage"]["real"] == 1.0
+    assert set(q["fid"]) == {"samples", "real", "noise"}
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -244,8 +244,9 @@ class Trainer:
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     last_micro = (i + 1) % cfg.accumulate == 0
-                    if task.manual:
-                        loss, stats = task.manual_step(self.model, x, yb, self._manual_step, step)
+                    if task.manual:  # forward passes in the run's precision, as _FabricModule.forward gives others
+                        with fabric.autocast():
+                            loss, stats = task.manual_step(self.model, x, yb, self._manual_step, step)
                     else:
                         with fabric.no_backward_sync(self.model, enabled=not last_micro):
                             loss, stats = task.training_step(self.model, x, yb)
@@ -317,7 +318,8 @@ class Trainer:
     def _manual_step(self, name: str, loss: torch.Tensor) -> None:
         """What a manual task calls for each of its optimizers: fresh gradients, backward, step."""
         self.model.zero_grad(set_to_none=True)
-        self.fabric.backward(loss)
+        with torch.autocast(self.fabric.device.type, enabled=False):  # backward outside autocast
+            self.fabric.backward(loss)
         self._optimizer_step(self.optimizers[name], self.schedules[name])
 
     def _improved(self, value: float | None) -> bool:
