@@ -31,6 +31,10 @@ def cmd_evaluate(args) -> int:
     size = tuple(info["image_size"])
     data = load_data(spec, root=cfg.get("data_root"), image_size=size, channels=info["in_channels"],
                      val_fraction=cfg.get("val_fraction", 0.0) if not args.data else 0.0, seed=cfg.get("seed", 0))
+    if cfg.get("classes") and list(data.classes) != list(info["classes"]):  # a run on some classes only
+        from fovea.data.subset import parse_classes, select_classes
+
+        data = select_classes(data, parse_classes(cfg["classes"], data.classes))
     if list(data.classes) != list(info["classes"]):
         raise UserError(f"data {spec!r} has classes {data.classes[:5]}..., the run was trained on {info['classes'][:5]}...")
     split_name = args.split

@@ -29,6 +29,11 @@ _HELP = {
     "noise": "denoising autoencoder corruption: gaussian:SIGMA or mask:P",
     "gan_loss": "minimax or non-saturating",
     "normal_classes": "anomaly detection: train and validate on these classes only",
+    "metric_loss": "contrastive or triplet",
+    "miner": "all, random, hard, semihard, batch-hard (default: semihard for triplet, all for contrastive)",
+    "branches": "shared, unshared or half (shared upper layers); unshared and half need --domain",
+    "domain": "cross-domain: anchors are the images mapped to this domain (sketch)",
+    "pk": "batches of P classes x K images, e.g. 10x12 (sets the batch size)",
 }
 
 
@@ -155,8 +160,8 @@ def cmd_demo(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model (a task: classify, autoencoder, gan, linear)")
-    p.add_argument("task", nargs="?", choices=["classify", "autoencoder", "gan", "linear"],
+    p = sub.add_parser("train", help="train a model (a task: classify, autoencoder, gan, metric, linear)")
+    p.add_argument("task", nargs="?", choices=["classify", "autoencoder", "gan", "metric", "linear"],
                    help="what to train (linear: an SVM or logistic regression on saved features)")
     p.add_argument("--config", help="JSON or YAML file of settings (a run's config.json reruns it)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")

@@ -31,6 +31,11 @@ class Task:
         """What the default run directory is named after."""
         return cfg.model
 
+    def batch_order(self, cfg: "TrainConfig"):
+        """None (shuffled batches), or ``f(labels, epoch) -> indices`` giving the order of the
+        training samples in an epoch, cut into batches in turn (P x K batches for metric learning)."""
+        return None
+
     def prepare_data(self, cfg: "TrainConfig", data: "DataBundle") -> "DataBundle":
         """The data the task trains on (for example only the normal classes, for anomaly detection)."""
         return data
@@ -84,6 +89,7 @@ def get_task(name: str) -> Task:
     import fovea.tasks.autoencode  # noqa: F401  (each module registers its tasks)
     import fovea.tasks.classify  # noqa: F401
     import fovea.tasks.gan  # noqa: F401
+    import fovea.tasks.metric  # noqa: F401
 
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASKS))}")

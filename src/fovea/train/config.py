@@ -48,6 +48,15 @@ class TrainConfig:
     d_steps: int = 1  # discriminator steps per generator step
     lr_d: float | None = None  # discriminator learning rate (default: --lr)
     width: int = 64  # GAN feature width
+    # metric learning (docs/metric-learning.md)
+    metric_loss: str = "triplet"  # contrastive | triplet
+    miner: str | None = None  # all | random | hard | semihard | batch-hard (default: semihard; contrastive: all)
+    branches: str = "shared"  # shared | unshared | half (cross-domain runs)
+    embed_dim: int = 64
+    normalize: bool = True  # L2-normalize the embeddings
+    domain: str | None = None  # cross-domain: anchors are the images mapped to this domain (sketch)
+    pk: str | None = None  # batches of P classes x K images, e.g. 10x12 (sets the batch size to P*K)
+    metric_margin: float | None = None  # default 0.2 for triplet (squared distances), 1.0 for contrastive
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -145,6 +154,7 @@ RECIPES: dict[str, dict] = {
 TASK_DEFAULTS: dict[str, dict] = {
     "autoencoder": dict(optimizer="adam", lr=1e-3, batch_size=128, epochs=20, preprocess="none", schedule="cosine"),
     # DCGAN's settings (Radford et al. 2016): Adam, lr 2e-4, beta1 0.5 (set by the task), batch 128
+    "metric": dict(optimizer="adam", lr=1e-3, batch_size=128, epochs=10, schedule="cosine"),
     "gan": dict(optimizer="adam", lr=2e-4, batch_size=128, epochs=10, preprocess="none", val_fraction=0.0),
 }
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fovea.data.sources import Split
+from fovea.errors import UserError
 
 
 def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -38,8 +39,9 @@ class Batches:
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world: int = 1, num_workers: int = 0,
-                 image_size: tuple[int, int] | None = None):
+                 image_size: tuple[int, int] | None = None, order_fn=None):
         self.split, self.batch_size, self.device = split, batch_size, device
+        self.order_fn = order_fn  # f(labels, epoch) -> the epoch's sample order (P x K batches)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.rank, self.world, self.num_workers = rank, world, num_workers
         if batch_size % world:
@@ -50,6 +52,9 @@ class Batches:
             imgs = split.images if image_size is None else resize_uint8(split.images, image_size)
             self.images = imgs.to(device)
             self.labels = split.labels.to(device)
+        elif order_fn is not None:
+            raise UserError("P x K batches need the data in memory; drop --no-in-memory")
+        self._order_len = len(order_fn(split.labels, 0)) if order_fn is not None else None
 
     def sample(self, k: int) -> torch.Tensor:
         """Up to ``k`` evenly spaced images of a streamed split (uint8), to fit statistics on."""
@@ -58,13 +63,16 @@ class Batches:
         return torch.stack([self.split.dataset[i][0] for i in idx]).to(self.device)
 
     def __len__(self) -> int:
-        n = len(self.split)
+        n = len(self.split) if self._order_len is None else self._order_len
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def epoch(self, epoch: int, start_batch: int = 0):
         """Yield (uint8 images, labels, indices) on the device, from batch ``start_batch`` on."""
-        n = len(self.split)
-        order = epoch_permutation(n, self.seed, epoch) if self.shuffle else torch.arange(n)
+        if self.order_fn is not None:
+            order = self.order_fn(self.split.labels, epoch)
+        else:
+            order = epoch_permutation(len(self.split), self.seed, epoch) if self.shuffle else torch.arange(len(self.split))
+        n = len(order)
         if self.in_memory:
             order = order.to(self.device)
             for b in range(start_batch, len(self)):

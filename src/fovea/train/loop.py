@@ -89,7 +89,14 @@ class Trainer:
         self.image_size = size or data.image_size
         mk = lambda split, train: Batches(split, cfg.batch_size, fabric.device, shuffle=train, seed=cfg.seed,  # noqa: E731
                                           drop_last=train, rank=fabric.global_rank, world=fabric.world_size,
-                                          num_workers=cfg.num_workers, image_size=self.image_size)
+                                          num_workers=cfg.num_workers, image_size=self.image_size,
+                                          order_fn=order_fn if train else None)
+        order_fn = self.task.batch_order(cfg)
+        if order_fn is not None and cfg.pk:  # a P x K batch is the batch
+            from fovea.tasks.metric import parse_pk
+
+            p, k = parse_pk(cfg.pk)
+            cfg.batch_size = p * k
         self.train_batches = mk(data.train, True)
         self.batches_for = lambda split: mk(split, False) if split is not None else None  # noqa: E731
         # the whole split in one process, for reports
