@@ -155,6 +155,19 @@ def test_reconstruct_generate_and_anomaly_commands(vae_run, digit_pngs, tmp_path
     assert table["methods"]["vae autoencoder"]["roc_auc"] > 0.5
 
 
+def test_reconstruct_notes_size_as_height_by_width_and_refuses_a_corrupt_file(vae_run, tmp_path, capsys):
+    wide = tmp_path / "wide.png"  # 16 high, 24 wide, colour: the model takes 8x8 grayscale
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(wide)
+    assert main(["reconstruct", str(vae_run), str(wide), "--out", str(tmp_path / "r.png")]) == 0
+    assert "16x24 resized to the model's 8x8, colour converted to grayscale" in capsys.readouterr().out
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot a png body")
+    for command in (["reconstruct", str(vae_run), str(bad)], ["anomaly", "score", str(vae_run), str(bad)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "bad.png" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_generate_from_a_gan_run_with_quality_figures(tmp_path, capsys):
     Trainer(gan_config(tmp_path, "g", epochs=1, precision="bf16-mixed")).fit()
     model, info = load_gan(tmp_path / "g")

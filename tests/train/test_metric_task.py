@@ -129,7 +129,7 @@ def test_verify_and_embed_commands(triplet_run, pngs, tmp_path, capsys):
     run, _ = triplet_run
     assert main(["verify", str(run), pngs["zero_a"], pngs["zero_b"]]) == 0
     out = capsys.readouterr().out
-    assert "colour converted to 1 channel(s)" in out and "16x16 resized" in out
+    assert "16x16 resized to the model's 8x8, colour converted to grayscale" in out
     assert "distance: " in out and "\nsame (" in out
     assert main(["verify", str(run), pngs["zero_a"], pngs["one"], "--json"]) == 0
     v = json.loads(capsys.readouterr().out)

@@ -19,17 +19,23 @@ def _run_task(run_dir: str) -> str:
 
 
 def _load_images(paths: list[str], channels: int, size: tuple[int, int]) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Images as floats in [0, 1] at the model's size; an image of another size is resized,
-    and a note says so. A file that is not an image ends the command with one line."""
+    """Images as floats in [0, 1] at the model's size and channels; an image of another size
+    (H x W) is resized and one of other channels converted, and a note says so. A file that is
+    not an image ends the command with one line."""
     from fovea.cli.infer import _collect
     from fovea.data.decode import load_image, probe_image
 
     files = _collect(paths)
     images, notes = [], []
     for f in files:
-        (w, h), _ = probe_image(f)
+        (h, w), colour = probe_image(f)
+        changes = []
         if (h, w) != tuple(size):
-            notes.append(f"{f}: {h}x{w} resized to the model's {size[0]}x{size[1]}")
+            changes.append(f"{h}x{w} resized to the model's {size[0]}x{size[1]}")
+        if colour != (channels == 3):
+            changes.append("colour converted to grayscale" if colour else f"grayscale repeated to {channels} channels")
+        if changes:
+            notes.append(f"{f}: {', '.join(changes)}")
         images.append(load_image(f, channels=channels, size=tuple(size)))
     return torch.stack(images).float().div(255), [str(f) for f in files], notes
 

@@ -12,19 +12,9 @@ from fovea.errors import UserError
 
 def _load(paths: list[str], info: dict) -> tuple[torch.Tensor, list[str], list[str]]:
     """Images at the run's channel count and size; a note for each image converted."""
-    from fovea.cli.infer import _collect
-    from fovea.data.decode import load_image, probe_image
+    from fovea.cli.generative import _load_images
 
-    size, channels = tuple(info["image_size"]), info["in_channels"]
-    images, notes, files = [], [], _collect(paths)
-    for f in files:
-        (w, h), colour = probe_image(f)
-        if (h, w) != size:
-            notes.append(f"{f}: {h}x{w} resized to the model's {size[0]}x{size[1]}")
-        if (3 if colour else 1) != channels:
-            notes.append(f"{f}: {'colour' if colour else 'grey'} converted to {channels} channel(s)")
-        images.append(load_image(f, channels=channels, size=size))
-    return torch.stack(images).float().div(255), [str(f) for f in files], notes
+    return _load_images(paths, info["in_channels"], tuple(info["image_size"]))
 
 
 def _embed(model, x: torch.Tensor, branch: str, domain: str | None) -> torch.Tensor:

@@ -255,9 +255,9 @@ def autoencoder_report(model, batches, plots: Path, *, kind: str, noise: tuple[s
     if len(x) >= 2:  # interpolate between two images of different classes when there are some
         j = next((i for i in range(1, len(x)) if d["labels"][i] != d["labels"][0]), 1)
         z0, z1 = model.encode(x[:1]), model.encode(x[j:j + 1])
-        t = torch.linspace(0, 1, 10)[:, None]
+        t = torch.linspace(0, 1, 11)[:, None]  # steps of exactly 0.1, so the captions are the weights
         strip = model.decode(z0 * (1 - t) + z1 * t).float()
-        plot_image_grid(strip, [f"{v:.1f}" for v in t.flatten().tolist()], plots / "interpolation.png", ncols=10,
+        plot_image_grid(strip, [f"{v:.1f}" for v in t.flatten().tolist()], plots / "interpolation.png", ncols=11,
                         title="latent interpolation")
 
     codes = d["codes"].numpy()
