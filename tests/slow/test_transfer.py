@@ -1,0 +1,21 @@
+"""Fine-tuning a fovea network with a frozen backbone beats training from scratch on few labels."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fovea.data.sources import load_data
+
+
+@pytest.mark.slow
+def test_finetuned_beats_scratch_on_few_labels(tmp_path):
+    try:
+        load_data("fashion-mnist")
+    except Exception as e:
+        pytest.skip(f"Fashion-MNIST not available: {e}")
+    out = tmp_path / "t.json"
+    subprocess.run([sys.executable, "bench/transfer.py", "--json", str(out)], check=True)
+    r = json.loads(out.read_text())
+    assert r["finetuned_frozen_backbone_test_acc"] > r["scratch_test_acc"]
