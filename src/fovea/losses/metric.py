@@ -273,7 +273,7 @@ def batch_contrastive_loss(emb_a: Tensor, labels_a: Tensor, emb_b: Tensor | None
     loss = contrastive_loss(d, similar, margin)
     with torch.no_grad():
         active = torch.where(similar, d > 0, d < margin)
-    return loss, dict(pairs=len(d), positives=int(similar.sum()), active=active.float().mean().item())
+    return loss, dict(pairs=len(d), positives=similar.sum(), active=active.float().mean())
 
 
 def batch_triplet_loss(emb_a: Tensor, labels_a: Tensor, emb_b: Tensor | None = None,
@@ -307,4 +307,4 @@ def batch_triplet_loss(emb_a: Tensor, labels_a: Tensor, emb_b: Tensor | None = N
         loss = losses.sum() / active.sum().clamp_min(1)
     else:
         loss = losses.mean()
-    return loss, dict(triplets=len(losses), active=active.float().mean().item())
+    return loss, dict(triplets=len(losses), active=active.float().mean())

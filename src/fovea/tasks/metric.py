@@ -175,8 +175,7 @@ class MetricLearning(Task):
         else:
             loss, stats = batch_contrastive_loss(a, y, b, lb, margin=self.margin, miner=self.miner)
         n = len(y)
-        return loss, dict(loss=loss.detach() * n, active=torch.as_tensor(float(stats.get("active", 0.0))) * n,
-                          count=n)
+        return loss, dict(loss=loss.detach() * n, active=stats["active"] * n, count=n)
 
     def training_step(self, model, x, y):
         return self._loss(model, x, y)
