@@ -161,3 +161,14 @@ def test_verify_a_file_that_is_not_an_image(triplet_run, pngs, capsys):
     assert main(["verify", str(run), pngs["zero_a"], pngs["bad"]]) == 2
     err = capsys.readouterr().err
     assert "bad.png" in err and len(err.strip().splitlines()) == 1
+
+
+def test_loss_flag_names_the_metric_loss_for_a_metric_run():
+    from fovea.cli.main import build_parser
+    from fovea.cli.train import config_from_args
+
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["train", "metric", "--loss", "contrastive", "--miner", "hard"]))
+    assert (cfg.metric_loss, cfg.miner) == ("contrastive", "hard")
+    assert config_from_args(parse(["train", "metric", "--metric-loss", "contrastive"])).metric_loss == "contrastive"
+    assert config_from_args(parse(["train", "classify", "--loss", "hinge"])).loss == "hinge"  # unchanged elsewhere

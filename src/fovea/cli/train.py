@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from fovea.errors import UserError
+from fovea.losses.metric import METRIC_LOSSES
 from fovea.train.config import RECIPES, TASK_DEFAULTS, TrainConfig, apply_recipe, read_config_file
 
 _HELP = {
@@ -19,7 +20,7 @@ _HELP = {
     "preprocess": "none, mean-image, zscore, pca-whiten or zca-whiten (fitted on the training split)",
     "optimizer": "sgd, momentum, tutorial-momentum, nesterov, adagrad, rmsprop, adam, adamw",
     "schedule": "constant, step, exponential, cosine, onecycle, plateau",
-    "loss": "ce, label-smoothing, hinge, squared-hinge",
+    "loss": "ce, label-smoothing, hinge, squared-hinge; metric: contrastive or triplet (as --metric-loss)",
     "precision": "auto, 32-true, bf16-mixed, 16-mixed",
     "scale_lr": "linear scaling rule: lr x batch / 256",
     "out": "run directory (default runs/<model>-<data>-<time>)",
@@ -89,6 +90,10 @@ def config_from_args(args) -> TrainConfig:
     recipe = explicit.get("recipe") or settings.get("recipe")
     base = apply_recipe(recipe) if recipe else {}
     task = getattr(args, "task", None) or settings.get("task") or base.get("task") or "classify"
+    if task == "metric":  # `fovea train metric --loss triplet`: the metric loss, not a classifier's
+        for source in (settings, explicit):
+            if source.get("loss") in METRIC_LOSSES:
+                source["metric_loss"] = source.pop("loss")
     merged = {**TASK_DEFAULTS.get(task, {}), **base, **settings, **explicit, "task": task}
     cfg = TrainConfig.from_dict(merged, source=f"config {args.config!r}" if getattr(args, "config", None) else "flags")
     _validate(cfg)
