@@ -3,6 +3,7 @@ verification measures against brute force, a triplet run that learns, a cross-do
 the `embed` and `verify` commands."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -172,3 +173,34 @@ def test_loss_flag_names_the_metric_loss_for_a_metric_run():
     assert (cfg.metric_loss, cfg.miner) == ("contrastive", "hard")
     assert config_from_args(parse(["train", "metric", "--metric-loss", "contrastive"])).metric_loss == "contrastive"
     assert config_from_args(parse(["train", "classify", "--loss", "hinge"])).loss == "hinge"  # unchanged elsewhere
+
+
+def test_a_metric_run_indexes_and_searches_like_a_feature_model(triplet_run, pngs, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from fovea.apps.features import load_feature_model
+
+    run, _ = triplet_run
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    for name in ("zero_a", "one"):
+        Image.open(pngs[name]).save(folder / f"{name}.png")
+    assert main(["index", str(run), str(folder), "--out", str(tmp_path / "i.safetensors")]) == 0
+    model, _ = load_metric_model(run)
+    x = torch.from_numpy(np.asarray(Image.open(pngs["zero_a"]).resize((8, 8)), dtype=np.float32) / 255)[None, None]
+    with safe_open(str(tmp_path / "i.safetensors"), "pt") as f:  # the index holds the run's own embeddings
+        paths = json.loads(f.metadata()["fovea"])["paths"]
+        row = f.get_tensor("embeddings")[[Path(p).name for p in paths].index("zero_a.png")]
+    torch.testing.assert_close(row, model.embed(x)[0].detach(), atol=1e-5, rtol=0)
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "i.safetensors"), pngs["zero_b"], "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["path"].endswith("zero_a.png")
+    assert "logits" not in load_feature_model(str(run)).layer_names()
+
+
+def test_a_cross_domain_run_with_two_branches_is_refused_by_index(tmp_path, pngs, capsys):
+    Trainer(cfg(tmp_path, "x", domain="sketch", branches="unshared", epochs=1, pk="10x8")).fit()
+    assert main(["index", str(tmp_path / "x"), str(Path(pngs["one"]).parent), "--out", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err
+    assert "--branch a|b" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "i").exists()

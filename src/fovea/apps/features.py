@@ -88,6 +88,24 @@ class RawPixels(nn.Module):
         return self.forward_head(x)
 
 
+class MetricEmbedding(nn.Module):
+    """A metric-learning run's embedding network with the classifier surface: pre-logits = the
+    (L2-normalized) embedding of branch a. The network holds its own pre-processing."""
+
+    def __init__(self, metric: nn.Module):
+        super().__init__()
+        self.metric = metric
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.metric.embed(x, "a")
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.metric.embed(x, "a")
+
+
 class FeatureModel(nn.Module):
     """A network with its input pre-processing in front: takes images in [0, 1] of
     ``in_channels x image_size``. ``source`` and ``weights`` rebuild it (:func:`load_feature_model`);
@@ -110,7 +128,7 @@ class FeatureModel(nn.Module):
     def layer_names(self) -> list[str]:
         """Every layer :class:`LayerExtractor` accepts: ``pre_logits``, ``logits`` and the names
         of ``net.named_modules()`` (``layer3``, ``layer3.1.conv2``, ``features.pool2``...)."""
-        special = [PRE_LOGITS] if isinstance(self.net, RawPixels) else [PRE_LOGITS, LOGITS]
+        special = [PRE_LOGITS] if isinstance(self.net, (RawPixels, MetricEmbedding)) else [PRE_LOGITS, LOGITS]
         return special + [n for n, _ in self.net.named_modules() if n]
 
     def describe(self) -> dict:
@@ -172,7 +190,11 @@ def _load_run(path: Path, size, in_channels) -> FeatureModel:
 
     if not (path / "model.json").is_file():
         raise UserError(f"{str(path)!r} is a folder but not a finished fovea run (no model.json in it)")
-    clf, info = load_classifier(path)
+    if json.loads((path / "model.json").read_text()).get("task") == "metric":
+        net, preprocess, info = _metric_run(path)
+    else:
+        clf, info = load_classifier(path)
+        net, preprocess = clf.net, clf.preprocess
     run_size = tuple(info["image_size"])
     if size is not None and tuple(size) != run_size:
         raise UserError(f"--image-size {size[0]} does not match run {str(path)!r}, trained at "
@@ -181,9 +203,20 @@ def _load_run(path: Path, size, in_channels) -> FeatureModel:
         raise UserError(f"--in-channels {in_channels} does not match run {str(path)!r}, trained on "
                         f"{info['in_channels']}-channel images; leave it out for a run")
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-    return FeatureModel(clf.net, clf.preprocess, name=info["model"], source=str(path.resolve()), weights=None,
+    return FeatureModel(net, preprocess, name=info["model"], source=str(path.resolve()), weights=None,
                         in_channels=info["in_channels"], image_size=run_size, classes=info.get("classes"),
                         data=info.get("data"), data_root=config.get("data_root"))
+
+
+def _metric_run(path: Path) -> tuple[nn.Module, nn.Module, dict]:
+    """A metric-learning run as a feature model: its embedding is the pre-logits vector."""
+    from fovea.tasks.metric import load_metric_model
+
+    metric, info = load_metric_model(path)
+    if metric.backbone_b is not None:
+        raise UserError(f"run {str(path)!r} embeds two domains with separate branches ({info['branches']}); "
+                        "embed each side with `fovea embed RUN FILES --branch a|b`")
+    return MetricEmbedding(metric), nn.Identity(), info
 
 
 def _load_registered(name: str, weights, size, in_channels) -> FeatureModel:
