@@ -1,4 +1,6 @@
-"""Fine-tuning a fovea network with a frozen backbone beats training from scratch on few labels."""
+"""Fine-tuning a fovea network with a frozen backbone beats training from scratch on few labels:
+Fashion-MNIST classes 0-4 -> 5-9 with 5% of the labels, mean test accuracy over three seeds
+(bench/transfer.py, about 17 minutes on 2 CPU cores)."""
 
 import json
 import subprocess
@@ -19,3 +21,5 @@ def test_finetuned_beats_scratch_on_few_labels(tmp_path):
     subprocess.run([sys.executable, "bench/transfer.py", "--json", str(out)], check=True)
     r = json.loads(out.read_text())
     assert r["finetuned_frozen_backbone_test_acc"] > r["scratch_test_acc"]
+    assert len(r["finetuned_frozen_backbone"]) == len(r["seeds"]) == 3
+    assert r["source_classes_0_4_test_acc"] > 0.9
