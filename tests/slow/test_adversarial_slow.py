@@ -2,24 +2,15 @@
 >= 50 points of accuracy, PGD at least as much, adversarial training buys back >= 20 points under
 FGSM, and noise grows into a >= 99%-confident fooling image of every class."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from fovea.data.sources import load_data
+from benchrun import run_bench
 
 
 @pytest.mark.slow
 def test_adversarial_examples_on_fashion_mnist(tmp_path):
-    try:
-        load_data("fashion-mnist")
-    except Exception as e:  # the data set is installed by `make data`
-        pytest.skip(f"Fashion-MNIST not available: {e}")
     out = tmp_path / "adv.json"
-    subprocess.run([sys.executable, "bench/adversarial.py", "--json", str(out)], check=True)
-    r = json.loads(out.read_text())
+    r = run_bench("adversarial.py", out)
     assert r["plain"]["clean"] >= 0.85
     assert r["fgsm_drop_points"] >= 50
     assert r["plain"]["pgd"] <= r["plain"]["fgsm"]

@@ -9,26 +9,15 @@ counted as covered when it gets at least 2% of the samples:
 3. the denoising autoencoder's output has at most half the MSE of its noisy input (sigma 0.3).
 """
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from fovea.data.sources import load_data
+from benchrun import run_bench
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    try:
-        load_data("fashion-mnist")
-    except Exception as e:  # the data set is installed by `make data`
-        pytest.skip(f"Fashion-MNIST not available: {e}")
     tmp = tmp_path_factory.mktemp("generative")
-    out = tmp / "generative.json"
-    subprocess.run([sys.executable, "bench/generative.py", "--json", str(out), "--figures", str(tmp / "img")],
-                   check=True)
-    return json.loads(out.read_text())
+    return run_bench("generative.py", tmp / "generative.json", "--figures", str(tmp / "img"))
 
 
 @pytest.mark.slow
