@@ -103,7 +103,7 @@ class MetricEmbedding(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.metric.embed(x, "a")
+        return self.forward_features(x)
 
 
 class FeatureModel(nn.Module):
