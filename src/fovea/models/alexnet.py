@@ -18,7 +18,7 @@ from torch import nn
 
 from fovea.arith import conv_output_size, pool_output_size
 from fovea.errors import UserError
-from fovea.models.base import Classifier
+from fovea.models.base import Classifier, build_config
 from fovea.models.registry import register_model
 from fovea.nn.init import alexnet_init
 from fovea.nn.norm import LocalResponseNorm
@@ -196,11 +196,7 @@ class AlexNet(Classifier):
 def _create_alexnet(variant: str, /, **kwargs) -> AlexNet:
     if "channels" in kwargs:
         kwargs["channels"] = tuple(kwargs["channels"])
-    fields = [f for f in AlexNetConfig.__dataclass_fields__ if f != "variant"]  # the builder fixes the variant
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"{variant} does not take {', '.join(unknown)}; expected some of {', '.join(fields)}")
-    return AlexNet(AlexNetConfig(variant=variant, **kwargs))
+    return AlexNet(build_config(AlexNetConfig, variant, kwargs, fixed=dict(variant=variant)))
 
 
 @register_model

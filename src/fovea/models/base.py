@@ -10,6 +10,8 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
+from fovea.errors import UserError
+
 
 class AuxOutputs(NamedTuple):
     """What GoogLeNet and Inception v3 return in training mode when their auxiliary
@@ -81,6 +83,18 @@ def new_linear(old: nn.Linear | nn.Module, num_classes: int) -> nn.Module:
     if num_classes == 0:
         return nn.Identity()
     return nn.Linear(old.in_features, num_classes)
+
+
+def build_config(config_cls, name: str, kwargs: dict, *, fixed: dict | None = None, also: tuple[str, ...] = ()):
+    """``config_cls(**fixed, **kwargs)`` for a builder named ``name``; a keyword argument that is not
+    one of the config's fields (those in ``fixed`` are the builder's to set) is refused in one line
+    that lists the valid ones, with the builder's own extra arguments ``also``."""
+    fixed = fixed or {}
+    fields = [f.name for f in dataclasses.fields(config_cls) if f.name not in fixed]
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise UserError(f"{name} does not take {', '.join(unknown)}; expected some of {', '.join([*fields, *also])}")
+    return config_cls(**fixed, **kwargs)
 
 
 def same_architecture(cfg, ref, ignore: tuple[str, ...] = ()) -> bool:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from fovea.errors import UserError
+from fovea.models.base import build_config
 from fovea.models.vgg import CFGS
 from fovea.nn.init import he_init
 from fovea.nn.norm import get_norm
@@ -244,11 +245,8 @@ class FCN(nn.Module):
 
 def _create_fcn(variant: str, /, backbone: str | Path | dict | None = None, **kwargs) -> FCN:
     """``variant`` is "fcn32s", "fcn16s" or "fcn8s"; keyword arguments override FCNConfig fields."""
-    fields = [f for f in FCNConfig.__dataclass_fields__ if f != "stride"]
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"{variant} does not take {', '.join(unknown)}; expected some of {', '.join(fields)}, backbone")
-    return FCN(FCNConfig(stride=int(variant[3:-1]), **kwargs), backbone=backbone)
+    cfg = build_config(FCNConfig, variant, kwargs, fixed=dict(stride=int(variant[3:-1])), also=("backbone",))
+    return FCN(cfg, backbone=backbone)
 
 
 def fcn32s(**kwargs) -> FCN:

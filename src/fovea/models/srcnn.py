@@ -29,6 +29,7 @@ from torch import nn
 
 from fovea.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fovea.errors import UserError
+from fovea.models.base import build_config
 from fovea.nn.init import he_init
 from fovea.nn.norm import get_norm, has_norm
 
@@ -177,11 +178,8 @@ def super_resolve_rgb(model: SRCNN, rgb: torch.Tensor, scale: int) -> torch.Tens
 def _create_srcnn(variant: str, /, **kwargs) -> SRCNN:
     """``variant`` is "srcnn" (same padding) or "srcnn-valid"; keyword arguments override
     SRCNNConfig fields."""
-    fields = [f for f in SRCNNConfig.__dataclass_fields__ if f != "padding"]
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"{variant} does not take {', '.join(unknown)}; expected some of {', '.join(fields)}")
-    return SRCNN(SRCNNConfig(padding="valid" if variant == "srcnn-valid" else "same", **kwargs))
+    return SRCNN(build_config(SRCNNConfig, variant, kwargs,
+                              fixed=dict(padding="valid" if variant == "srcnn-valid" else "same")))
 
 
 def srcnn(**kwargs) -> SRCNN:
@@ -197,8 +195,4 @@ def srcnn_valid(**kwargs) -> SRCNN:
 def dncnn(**kwargs) -> DnCNN:
     """DnCNN-S: depth 17, width 64, batch norm, residual learning (556,097 parameters on grey
     images); keyword arguments override DnCNNConfig fields."""
-    fields = list(DnCNNConfig.__dataclass_fields__)
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"dncnn does not take {', '.join(unknown)}; expected some of {', '.join(fields)}")
-    return DnCNN(DnCNNConfig(**kwargs))
+    return DnCNN(build_config(DnCNNConfig, "dncnn", kwargs))

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fovea.errors import UserError
+from fovea.models.base import build_config
 from fovea.nn.init import he_init
 from fovea.nn.norm import get_norm
 
@@ -308,11 +309,8 @@ def unet_weight_map(labels, w0: float = 10.0, sigma: float = 5.0, class_weights=
 
 def _create_unet(variant: str, /, **kwargs) -> UNet:
     """``variant`` is "unet" or "unet-same"; keyword arguments override UNetConfig fields."""
-    fields = [f for f in UNetConfig.__dataclass_fields__ if f != "padding"]
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"{variant} does not take {', '.join(unknown)}; expected some of {', '.join(fields)}")
-    return UNet(UNetConfig(padding="same" if variant == "unet-same" else "valid", **kwargs))
+    padding = "same" if variant == "unet-same" else "valid"
+    return UNet(build_config(UNetConfig, variant, kwargs, fixed=dict(padding=padding)))
 
 
 def unet(**kwargs) -> UNet:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fovea.errors import UserError
-from fovea.models.base import Classifier
+from fovea.models.base import Classifier, build_config
 from fovea.models.registry import register_model
 from fovea.nn.init import he_init, xavier_init
 from fovea.nn.norm import get_norm
@@ -142,14 +142,10 @@ class VGG(Classifier):
 
 def _create_vgg(variant: str, /, **kwargs) -> VGG:
     """``variant`` is "vgg16" or "vgg16_bn"; keyword arguments override its VGGConfig fields."""
-    fields = VGGConfig.__dataclass_fields__
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise UserError(f"{variant} does not take {', '.join(unknown)}; expected some of {', '.join(fields)}")
     base, _, norm = variant.partition("_")
     kwargs = {"cfg": CFGS[base], "norm": norm or None, **kwargs}
     kwargs["cfg"] = tuple(kwargs["cfg"])
-    return VGG(VGGConfig(**kwargs))
+    return VGG(build_config(VGGConfig, variant, kwargs))
 
 
 @register_model
