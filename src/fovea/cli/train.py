@@ -165,8 +165,11 @@ def cmd_demo(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model (a task: classify, autoencoder, gan, metric, linear)")
-    p.add_argument("task", nargs="?", choices=["classify", "autoencoder", "gan", "metric", "linear"],
+    from fovea.tasks.base import TASK_MODULES
+
+    tasks = [*TASK_MODULES, "linear"]
+    p = sub.add_parser("train", help=f"train a model (a task: {', '.join(tasks)})")
+    p.add_argument("task", nargs="?", choices=tasks,
                    help="what to train (linear: an SVM or logistic regression on saved features)")
     p.add_argument("--config", help="JSON or YAML file of settings (a run's config.json reruns it)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")

@@ -36,6 +36,18 @@ class Task:
         training samples in an epoch, cut into batches in turn (P x K batches for metric learning)."""
         return None
 
+    def load_data(self, cfg: "TrainConfig") -> "DataBundle | None":
+        """The task's own data (images with masks, frame pairs with flow, ...), or None for the
+        image-label sources of :func:`fovea.data.sources.load_data`. Dense tasks put their targets
+        (masks, flow fields) in ``Split.labels``, one per image, so batching indexes both alike."""
+        return None
+
+    def augment_batch(self, augment: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a float training batch in [0, 1]. Dense tasks override this to move their
+        targets with the images (the same crop, flip and rotation for an image and its mask)."""
+        return augment(x, generator=generator), y
+
     def prepare_data(self, cfg: "TrainConfig", data: "DataBundle") -> "DataBundle":
         """The data the task trains on (for example only the normal classes, for anomaly detection)."""
         return data
@@ -77,6 +89,19 @@ class Task:
 
 TASKS: dict[str, type[Task]] = {}
 
+# task name -> the module that registers it (imported on first use)
+TASK_MODULES: dict[str, str] = {
+    "classify": "fovea.tasks.classify",
+    "autoencoder": "fovea.tasks.autoencode",
+    "gan": "fovea.tasks.gan",
+    "metric": "fovea.tasks.metric",
+    "segment": "fovea.tasks.segment",
+    "superres": "fovea.tasks.restore",
+    "denoise": "fovea.tasks.restore",
+    "flow": "fovea.tasks.flow",
+    "depth": "fovea.tasks.depth",
+}
+
 
 def register_task(cls: type[Task]) -> type[Task]:
     if cls.name in TASKS:
@@ -86,11 +111,9 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> Task:
-    import fovea.tasks.autoencode  # noqa: F401  (each module registers its tasks)
-    import fovea.tasks.classify  # noqa: F401
-    import fovea.tasks.gan  # noqa: F401
-    import fovea.tasks.metric  # noqa: F401
+    import importlib
 
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASKS))}")
+    if name not in TASK_MODULES:
+        raise UserError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASK_MODULES))}")
+    importlib.import_module(TASK_MODULES[name])  # the module registers its tasks
     return TASKS[name]()

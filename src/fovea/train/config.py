@@ -57,6 +57,12 @@ class TrainConfig:
     domain: str | None = None  # cross-domain: anchors are the images mapped to this domain (sketch)
     pk: str | None = None  # batches of P classes x K images, e.g. 10x12 (sets the batch size to P*K)
     metric_margin: float | None = None  # default 0.2 for triplet (squared distances), 1.0 for contrastive
+    # pixels to pixels (docs/segmentation.md, superres-denoise.md, optical-flow.md, depth.md)
+    num_classes: int | None = None  # segmentation of a mask folder: class ids 0..num_classes-1 (255: ignore)
+    patch: int | None = None  # side of the training crops or patches (None: the task's default)
+    scale: int = 3  # super-resolution factor
+    sigma: float = 25.0  # denoising: standard deviation of the Gaussian noise, in 0-255 units
+    smoothness: float = 0.1  # depth from stereo: weight of the disparity smoothness term
     # optimization
     epochs: int = 10
     batch_size: int = 64

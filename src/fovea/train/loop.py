@@ -74,9 +74,11 @@ class Trainer:
         fabric.launch()
         fabric.seed_everything(cfg.seed, verbose=False)
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-        self.data = data = load_data(cfg.data, root=cfg.data_root, image_size=size, val_fraction=cfg.val_fraction,
-                                     seed=cfg.seed, on_bad_image=cfg.on_bad_image,
-                                     in_memory=cfg.in_memory)
+        data = self.task.load_data(cfg)
+        if data is None:
+            data = load_data(cfg.data, root=cfg.data_root, image_size=size, val_fraction=cfg.val_fraction,
+                             seed=cfg.seed, on_bad_image=cfg.on_bad_image, in_memory=cfg.in_memory)
+        self.data = data
         if cfg.classes:
             from fovea.data.subset import parse_classes, select_classes
 
@@ -247,7 +249,7 @@ class Trainer:
                     if i >= micro_batches:
                         break
                     step = self.state["step"]
-                    x = self.augment(xb.float().div_(255), generator=self._aug_generator(step))
+                    x, yb = task.augment_batch(self.augment, xb.float().div_(255), yb, self._aug_generator(step))
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     last_micro = (i + 1) % cfg.accumulate == 0
@@ -345,6 +347,9 @@ class Trainer:
             parts.append(f"acc {tr['acc']:.4f}")
         if val:
             parts += [f"val_loss {val['loss']:.4f}"] + ([f"val_acc {val['acc']:.4f}"] if "acc" in val else [])
+            monitor = self.task.monitor
+            if monitor not in (None, "loss", "acc") and monitor in val:
+                parts.append(f"val_{monitor} {val[monitor]:.4f}")
         parts += [f"lr {tr['lr']:.3g}", f"{tr['images_per_s']:.0f} img/s", f"{tr['time_s']:.1f}s"]
         return "  ".join(parts)
 
