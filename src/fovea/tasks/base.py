@@ -80,6 +80,12 @@ class Task:
     def eval_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
         raise NotImplementedError
 
+    def summarize(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics that are not means over samples, from the means of the per-batch sums (for
+        example mean IoU from per-class intersections and unions): called on every train and
+        validation row before it is logged or monitored."""
+        return means
+
     def report(self, run: "Run", model: nn.Module, data: "DataBundle", batches_for) -> dict:
         return {}
 

@@ -162,6 +162,17 @@ TASK_DEFAULTS: dict[str, dict] = {
     # DCGAN's settings (Radford et al. 2016): Adam, lr 2e-4, beta1 0.5 (set by the task), batch 128
     "metric": dict(optimizer="adam", lr=1e-3, batch_size=128, epochs=10, schedule="cosine"),
     "gan": dict(optimizer="adam", lr=2e-4, batch_size=128, epochs=10, preprocess="none", val_fraction=0.0),
+    # pixels to pixels: Adam on raw [0, 1] pixels; each line is its task's own
+    "segment": dict(data="shapes", model="unet-same", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
+                    preprocess="none", schedule="cosine"),
+    "superres": dict(data="skimage", model="srcnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=20,
+                     preprocess="none", schedule="cosine"),
+    "denoise": dict(data="skimage", model="dncnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=20,
+                    preprocess="none", schedule="cosine"),
+    "flow": dict(data="chairs", model="flownets", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
+                 preprocess="none", schedule="cosine"),
+    "depth": dict(data="motorcycle", model="disparity", optimizer="adam", lr=1e-3, batch_size=8, epochs=20,
+                  preprocess="none", schedule="cosine"),
 }
 
 

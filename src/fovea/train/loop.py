@@ -290,7 +290,7 @@ class Trainer:
                 train_row = dict(epoch=epoch + 1, step=self.state["step"], split="train",
                                  lr=get_lr(self.optimizer), time_s=elapsed,
                                  images_per_s=seen * fabric.world_size / max(elapsed, 1e-9),
-                                 **{k: v.item() / max(n, 1) for k, v in sums.items()})
+                                 **task.summarize({k: v.item() / max(n, 1) for k, v in sums.items()}))
                 self.run.log_metrics(train_row)
                 val = self.evaluate(self.val_batches) if self.val_batches is not None else None
                 if val is not None:
@@ -369,7 +369,7 @@ class Trainer:
             sums = {k: self.fabric.all_reduce(torch.as_tensor(v, dtype=torch.float, device=self.fabric.device),
                                               reduce_op="sum") for k, v in sums.items()}
         n = float(sums.pop("count"))
-        return {k: v.item() / max(n, 1) for k, v in sums.items()}
+        return self.task.summarize({k: v.item() / max(n, 1) for k, v in sums.items()})
 
     # ------------------------------------------------------------------ the end
     def finish(self) -> dict:
