@@ -25,6 +25,7 @@ class Task:
     name: str = ""
     monitor: str | None = "loss"  # None: no validation metric picks a best epoch (best.ckpt is the last)
     monitor_mode: str = "min"
+    metric_columns: tuple[str, ...] = ()  # columns of metrics.csv besides loss, acc and top5
     manual: bool = False  # True: ``manual_step`` backpropagates and steps the optimizers itself (GANs)
 
     def label(self, cfg: "TrainConfig") -> str:

@@ -165,7 +165,7 @@ TASK_DEFAULTS: dict[str, dict] = {
     # pixels to pixels: Adam on raw [0, 1] pixels; each line is its task's own
     "segment": dict(data="shapes", model="unet-same", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
                     preprocess="none", schedule="cosine"),
-    "superres": dict(data="skimage", model="srcnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=20,
+    "superres": dict(data="skimage", model="srcnn", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
                      preprocess="none", schedule="cosine"),
     "denoise": dict(data="skimage", model="dncnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=20,
                     preprocess="none", schedule="cosine"),

@@ -143,7 +143,7 @@ class Trainer:
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.raw_model = model
         # the run directory is made only once data and model are known to be good
-        self.run = Run(run_dir, is_writer=fabric.is_global_zero)
+        self.run = Run(run_dir, is_writer=fabric.is_global_zero, metric_columns=self.task.metric_columns)
         if fabric.is_global_zero and self.resume_from is None:
             self.run.write_json("config.json", cfg.to_dict())
         fabric.barrier()

@@ -23,9 +23,11 @@ METRIC_COLUMNS = ["epoch", "step", "split", "loss", "acc", "top5", "lr", "images
 
 
 class Run:
-    def __init__(self, path: str | Path, is_writer: bool = True):
+    def __init__(self, path: str | Path, is_writer: bool = True, metric_columns: tuple[str, ...] = ()):
         self.path = Path(path)
         self.is_writer = is_writer
+        # metrics.csv holds the common columns, then the task's own (mean IoU, PSNR, end-point error ...)
+        self.columns = METRIC_COLUMNS + [c for c in metric_columns if c not in METRIC_COLUMNS]
         self.plots = self.path / "plots"
         self.ckpt_dir = self.path / "checkpoints"
         self._tb = None
@@ -76,7 +78,7 @@ class Run:
             return
         new = not self.metrics_path.exists()
         with open(self.metrics_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow({k: _fmt(v) for k, v in row.items()})
@@ -93,7 +95,7 @@ class Run:
         rows = list(csv.DictReader(io.StringIO(self.metrics_path.read_text())))
         keep = [r for r in rows if int(r["step"]) <= max_step]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(keep)
         atomic_write(self.metrics_path, lambda f: f.write(buf.getvalue().encode()))
