@@ -33,7 +33,8 @@ from torch import Tensor
 from fovea.data.decode import IMAGE_EXTENSIONS, BadImageError, load_image
 from fovea.errors import UserError
 
-__all__ = ["IGNORE_INDEX", "SegmentationSplit", "joint_augment", "load_segmentation", "read_mask", "voc_palette"]
+__all__ = ["IGNORE_INDEX", "SegmentationSplit", "joint_augment", "load_segmentation", "overlay_mask", "read_mask",
+           "voc_palette", "write_mask", "write_png"]
 
 IGNORE_INDEX = 255
 _SPLITS = ("train", "val", "test")
@@ -212,6 +213,64 @@ def load_segmentation(root: str | Path, num_classes: int, palette: np.ndarray | 
     kwargs = dict(num_classes=num_classes, palette=palette, ignore_index=ignore_index, channels=channels,
                   size=None if size is None else tuple(size))
     return {split: _read_split(p, **kwargs) for split, p in pairs.items()}
+
+
+# ---------------------------------------------------------------------------- writing and showing
+
+
+def write_mask(path: str | Path, mask: Tensor | np.ndarray) -> Path:
+    """Save an ``(H, W)`` mask of class ids (0..255) as a palette PNG in VOC's colours: the pixel
+    values are the ids (:func:`read_mask` reads them back), viewers show the colours. Written
+    atomically: an existing file is replaced only by a complete one."""
+    ids = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    if ids.ndim != 2 or (ids.size and (ids.min() < 0 or ids.max() > 255)):
+        lo, hi = (ids.min(), ids.max()) if ids.size else (0, 0)
+        raise UserError(f"Received a mask of shape {ids.shape} with ids in [{lo}, {hi}]; "
+                        f"expected (H, W) ids in 0..255.")
+    img = Image.fromarray(ids.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette(256).flatten().tolist())
+    return write_png(path, img)
+
+
+def write_png(path: str | Path, image: Image.Image) -> Path:
+    """Save a PIL image as PNG atomically (temp file, then rename), with the permissions a plain
+    ``open(path, "w")`` would give (the temp file is private until renamed)."""
+    import os
+
+    from fovea.train.checkpoint import atomic_write
+
+    path = atomic_write(path, lambda f: image.save(f, format="PNG"))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return path
+
+
+def overlay_mask(image: Tensor | np.ndarray, mask: Tensor | np.ndarray, alpha: float = 0.5,
+                 palette: np.ndarray | None = None, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 picture of ``mask`` over ``image`` (``(C, H, W)`` uint8, C = 1 or 3):
+    every pixel of class k >= 1 blended as ``(1 - alpha) * image + alpha * palette[k]``, and the
+    class boundaries (a pixel with a 4-neighbour of another class) drawn in the class colour.
+    Background (0) and ``ignore_index`` pixels show the image alone."""
+    img = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    ids = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    if img.ndim != 3 or img.shape[0] not in (1, 3) or ids.shape != img.shape[1:]:
+        raise UserError(f"Received an image of shape {img.shape} and a mask of shape {ids.shape}; expected "
+                        f"(C, H, W) with C = 1 or 3 and an (H, W) mask of the same size.")
+    rgb = np.repeat(img, 3, 0) if img.shape[0] == 1 else img
+    rgb = rgb.transpose(1, 2, 0).astype(np.float32)
+    pal = (voc_palette(256) if palette is None else np.asarray(palette)).astype(np.float32)
+    ids = ids.astype(np.int64)
+    shown = (ids > 0) & (ids != ignore_index) & (ids < len(pal))
+    colour = pal[np.where(shown, ids, 0)]
+    out = np.where(shown[..., None], (1 - alpha) * rgb + alpha * colour, rgb)
+    edge = np.zeros_like(shown)
+    edge[1:] |= ids[1:] != ids[:-1]
+    edge[:-1] |= ids[:-1] != ids[1:]
+    edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+    out = np.where((edge & shown)[..., None], colour, out)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- joint augmentation

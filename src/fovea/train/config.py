@@ -163,16 +163,17 @@ TASK_DEFAULTS: dict[str, dict] = {
     "metric": dict(optimizer="adam", lr=1e-3, batch_size=128, epochs=10, schedule="cosine"),
     "gan": dict(optimizer="adam", lr=2e-4, batch_size=128, epochs=10, preprocess="none", val_fraction=0.0),
     # pixels to pixels: Adam on raw [0, 1] pixels; each line is its task's own
-    "segment": dict(data="shapes", model="unet-same", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
-                    preprocess="none", schedule="cosine"),
+    "segment": dict(data="shapes", model="unet-same", optimizer="adam", lr=2e-3, batch_size=16, epochs=25,
+                    preprocess="none", schedule="cosine", augment="hflip,vflip"),
     "superres": dict(data="skimage", model="srcnn", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
                      preprocess="none", schedule="cosine"),
     "denoise": dict(data="skimage", model="dncnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=20,
                     preprocess="none", schedule="cosine"),
-    "flow": dict(data="chairs", model="flownets", optimizer="adam", lr=1e-3, batch_size=16, epochs=20,
-                 preprocess="none", schedule="cosine"),
-    "depth": dict(data="motorcycle", model="disparity", optimizer="adam", lr=1e-3, batch_size=8, epochs=20,
-                  preprocess="none", schedule="cosine"),
+    "flow": dict(data="chairs", model="flownets", optimizer="adam", lr=1e-3, batch_size=8, epochs=12,
+                 preprocess="zscore", schedule="cosine", augment="hflip,vflip"),
+    # depth: --scale is the factor the pair is shrunk by; --loss PHOTOMETRIC:SMOOTHNESS (docs/depth.md)
+    "depth": dict(data="motorcycle", model="disparity", optimizer="adam", lr=1e-3, batch_size=2, epochs=8,
+                  preprocess="none", schedule="cosine", scale=4, loss="ssim:edge", smoothness=0.01, patch=160),
 }
 
 
