@@ -186,6 +186,7 @@ def _pair_views(x: torch.Tensor, views: int) -> tuple[torch.Tensor, torch.Tensor
 class Depth(Task):
     name = "depth"
     monitor = "loss"
+    metric_columns = ("mae", "bad3")
 
     def label(self, cfg) -> str:
         return cfg.model

@@ -166,6 +166,7 @@ class Flow(Task):
     name = "flow"
     monitor = "epe"
     monitor_mode = "min"
+    metric_columns = ("epe", "zero_epe")
 
     def load_data(self, cfg):
         from fovea.data.chairs import load_flow_data

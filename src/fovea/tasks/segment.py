@@ -334,6 +334,7 @@ class Segment(Task):
     name = "segment"
     monitor = "miou"
     monitor_mode = "max"
+    metric_columns = ("miou", "dice")
 
     def load_data(self, cfg):
         if cfg.loss not in LOSSES:
