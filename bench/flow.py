@@ -54,11 +54,13 @@ CONFIGS = {
 
 
 def train(model: str, out: Path, threads: int) -> dict | None:
-    """Train one model with `fovea train flow`: wall and CPU seconds (None: reused an earlier run)."""
+    """Train one model with `fovea train flow`: wall and CPU seconds, kept in the run as
+    bench_train.json, so a reused run reports the time it took (None: not known)."""
     import resource
 
+    record = out / "bench_train.json"
     if (out / "model.safetensors").exists():
-        return None
+        return dict(json.loads(record.read_text()), reused=True) if record.exists() else None
     cmd = [sys.executable, "-m", "fovea.cli.main", "train", "flow", "--data", DATA, "--model", model,
            "--model-kwargs", json.dumps(CONFIGS[model]), *COMMON, "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -67,7 +69,10 @@ def train(model: str, out: Path, threads: int) -> dict | None:
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return dict(wall_s=time.perf_counter() - t0, cpu_s=cpu_s)
+    took = dict(wall_s=time.perf_counter() - t0, cpu_s=cpu_s, threads=threads,
+                load_avg_1min_after=os.getloadavg()[0])
+    record.write_text(json.dumps(took) + "\n")
+    return took
 
 
 @torch.no_grad()
@@ -158,7 +163,10 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         t = train_s.get(name)
-        when = f"{t['wall_s']:.0f} s, {t['cpu_s']:.0f} s" if t else ("reused run" if name in train_s else "-")
+        if t:
+            when = f"{t['wall_s']:.0f} s, {t['cpu_s']:.0f} s, {t['threads']} thread(s)"
+        else:
+            when = "reused run" if name in train_s else "-"
         print(f"| {name} | {r['epe']:.3f} | {r['epe_noc']:.3f} | {r['ratio_to_zero']:.2f} | {when} |")
     print()
     for k, v in checks.items():
