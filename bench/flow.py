@@ -136,7 +136,8 @@ def main() -> int:
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "flow.json"))
     p.add_argument("--figures", default=str(ROOT / "docs" / "img"))
     p.add_argument("--runs", default=None, help="where the runs go (reused when they exist; default: a temp folder)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of each training run")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                   help="CPU threads of each training run (default: $OMP_NUM_THREADS, else 2)")
     args = p.parse_args()
     import tempfile
 

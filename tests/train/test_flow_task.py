@@ -102,7 +102,8 @@ def test_bad_flags_exit_2(tmp_path, capsys):
     for extra, needle in ((["--model", "lenet5"], "flownets or flownetc"),
                           (["--augment", "rotate:5"], "hflip"),
                           (["--model-kwargs", '{"depth": 3}'], "depth"),
-                          (["--preprocess", "mean-image"], "zscore")):
+                          (["--preprocess", "mean-image"], "zscore"),
+                          (["--train-fraction", "0.5"], "chairs:n=N")):
         assert main([*base, *extra, "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
