@@ -1,6 +1,7 @@
-"""Every registered classifier: forward and backward with no NaN at its smallest supported input.
-The disparity networks (family ``depthnet``) register too once their module is imported; they
-are dense predictors with no classes, tested in tests/models/test_depthnet.py."""
+"""Every registered image classifier: forward and backward with no NaN at its smallest supported
+input. The disparity networks (family ``depthnet``) register too once their module is imported;
+they are dense predictors with no classes, tested in tests/models/test_depthnet.py. The video
+classifiers (family ``video``) take clips (C, T, H, W), tested in tests/models/test_video_models.py."""
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ def _outputs(out):
     return [out.logits, *out.aux] if isinstance(out, AuxOutputs) else [out]
 
 
-CLASSIFIERS = [n for n in fovea.list_models() if fovea.models.registry.model_family(n) != "depthnet"]
+CLASSIFIERS = [n for n in fovea.list_models() if fovea.models.registry.model_family(n) not in ("depthnet", "video")]
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

@@ -242,13 +242,15 @@ class _Tracer(TorchFunctionMode):
 
         out = func(*args, **kwargs)
 
-        if func in _CONVS:  # per image: output values x (k·k·in/groups)
-            macs = out[0].numel() * math.prod(_arg(args, kwargs, 1, "weight", None).shape[1:])
+        # the traced batch is one image (or clip), so every output value counts, also where a
+        # model folds time into the batch (a per-frame CNN)
+        if func in _CONVS:  # output values x (k·k·in/groups)
+            macs = out.numel() * math.prod(_arg(args, kwargs, 1, "weight", None).shape[1:])
         elif func in _CONVT:  # every input value is spread over k·k·out/groups outputs
-            macs = x[0].numel() * math.prod(_arg(args, kwargs, 1, "weight", None).shape[1:])
+            macs = x.numel() * math.prod(_arg(args, kwargs, 1, "weight", None).shape[1:])
         elif func is F.linear or func is torch._C._nn.linear:
             w = _arg(args, kwargs, 1, "weight", None)
-            rows = out.numel() // out.shape[-1] // max(out.shape[0], 1) if out.dim() > 1 else 1
+            rows = out.numel() // out.shape[-1] if out.dim() > 1 else 1
             macs = rows * w.shape[0] * w.shape[1]
         self.macs += macs
 

@@ -129,7 +129,12 @@ def _collect(paths: list[str]) -> list[Path]:
 def cmd_predict(args) -> int:
     from fovea.data.decode import BadImageError, load_image
     from fovea.tasks.classify import load_classifier
+    from fovea.train.run import Run
 
+    if Run.existing(args.run).read_json("model.json").get("task") == "video":
+        from fovea.cli.video import cmd_predict_video
+
+        return cmd_predict_video(args)
     model, info = load_classifier(args.run)
     size = tuple(info["image_size"])
     results = []
@@ -177,9 +182,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k classes of images with a trained run")
+    p = sub.add_parser("predict", help="top-k classes of images (or of videos, with a video run) with a trained run")
     p.add_argument("run", help="run directory")
-    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("images", nargs="+", help="image files or folders; for a video run, video files or folders "
+                                             "of frames")
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")

@@ -85,7 +85,7 @@ def run_model_for_summary(run_dir: Path):
 
 
 def build_for_summary(name: str, input_text: str | None, num_classes: int | None):
-    from fovea.models.registry import create_model, is_spec, list_models
+    from fovea.models.registry import create_model, is_spec, list_models, model_family
 
     if Path(name).is_dir():
         net, shape = run_model_for_summary(Path(name))
@@ -97,6 +97,8 @@ def build_for_summary(name: str, input_text: str | None, num_classes: int | None
         kwargs["num_classes"] = num_classes
     if shape is not None:
         kwargs["in_channels"] = shape[0]
+    if shape is not None and len(shape) == 4 and name in list_models() and model_family(name) == "video":
+        kwargs["clip"] = shape[1:]  # video models size their layers for the clip (T, H, W)
     if name not in list_models() and is_spec(name):
         if shape is None:
             raise UserError("a spec string needs --input CxHxW to size its first fully connected layer")

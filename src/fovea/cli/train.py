@@ -12,7 +12,8 @@ from fovea.losses.metric import METRIC_LOSSES
 from fovea.train.config import RECIPES, TASK_DEFAULTS, TrainConfig, apply_recipe, read_config_file
 
 _HELP = {
-    "data": "digits, fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, an image folder or a CSV of path,label",
+    "data": "digits, fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, an image folder or a CSV of path,label; "
+            "the pixels-to-pixels and video tasks take their own (shapes, chairs, motorcycle, moving-shapes, ...)",
     "model": "registered model name or spec string",
     "model_kwargs": "JSON object of model options, e.g. '{\"norm\": \"bn\"}'",
     "init": "start from weights: a file, or 'torchvision' for ImageNet weights",
@@ -20,7 +21,8 @@ _HELP = {
     "preprocess": "none, mean-image, zscore, pca-whiten or zca-whiten (fitted on the training split)",
     "optimizer": "sgd, momentum, tutorial-momentum, nesterov, adagrad, rmsprop, adam, adamw",
     "schedule": "constant, step, exponential, cosine, onecycle, plateau",
-    "loss": "ce, label-smoothing, hinge, squared-hinge; metric: contrastive or triplet (as --metric-loss)",
+    "loss": "ce, label-smoothing, hinge, squared-hinge; metric: contrastive or triplet (as --metric-loss); "
+            "segment: ce or unet-weighted; depth: PHOTOMETRIC:SMOOTHNESS, e.g. ssim:edge (docs/depth.md)",
     "precision": "auto, 32-true, bf16-mixed, 16-mixed",
     "scale_lr": "linear scaling rule: lr x batch / 256",
     "out": "run directory (default runs/<model>-<data>-<time>)",
@@ -35,6 +37,15 @@ _HELP = {
     "branches": "shared, unshared or half (shared upper layers); unshared and half need --domain",
     "domain": "cross-domain: anchors are the images mapped to this domain (sketch)",
     "pk": "batches of P classes x K images, e.g. 10x12 (sets the batch size)",
+    "num_classes": "segment: classes of a mask folder (ids 0 .. N-1; 255 is ignored)",
+    "patch": "segment, superres, denoise, depth: side of the training crops (default: the task's)",
+    "scale": "superres: the upscaling factor; depth: the factor the stereo pair is shrunk by",
+    "sigma": "denoise: standard deviation of the Gaussian noise, in 0-255 units",
+    "smoothness": "depth: weight of the disparity smoothness term",
+    "clip": "video: frames per clip",
+    "frames": "video: frames kept per video (default: the source's)",
+    "flow_stack": "video, two-stream: L flow fields stacked into the temporal stream's 2L channels",
+    "flow_method": "video, two-stream: farneback, dis or a fovea flow run directory",
 }
 
 
@@ -113,6 +124,10 @@ def _validate(cfg: TrainConfig) -> None:
         from fovea.tasks.autoencode import check_kind
 
         check_kind(cfg.kind)
+    if cfg.task == "video":
+        from fovea.tasks.video import check_config
+
+        check_config(cfg)
     if cfg.on_bad_image not in ("skip", "fail"):
         raise UserError(f"--on-bad-image {cfg.on_bad_image!r}: expected skip or fail")
 

@@ -107,6 +107,7 @@ TASK_MODULES: dict[str, str] = {
     "denoise": "fovea.tasks.restore",
     "flow": "fovea.tasks.flow",
     "depth": "fovea.tasks.depth",
+    "video": "fovea.tasks.video",
 }
 
 

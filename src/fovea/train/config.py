@@ -63,6 +63,11 @@ class TrainConfig:
     scale: int = 3  # super-resolution factor
     sigma: float = 25.0  # denoising: standard deviation of the Gaussian noise, in 0-255 units
     smoothness: float = 0.1  # depth from stereo: weight of the disparity smoothness term
+    # video (docs/video.md)
+    clip: int = 16  # frames per clip
+    frames: int | None = None  # frames kept per video (None: the source's default)
+    flow_stack: int = 10  # two-stream: L optical-flow fields stacked into the temporal stream's 2L channels
+    flow_method: str = "farneback"  # two-stream: farneback | dis | a fovea flow run directory
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -171,6 +176,8 @@ TASK_DEFAULTS: dict[str, dict] = {
                     preprocess="none", schedule="cosine"),
     "flow": dict(data="chairs", model="flownets", optimizer="adam", lr=1e-3, batch_size=8, epochs=12,
                  preprocess="zscore", schedule="cosine", augment="hflip,vflip"),
+    "video": dict(data="moving-shapes", model="c3d", optimizer="adam", lr=1e-3, batch_size=16, epochs=15,
+                  preprocess="zscore", schedule="cosine"),
     # depth: --scale is the factor the pair is shrunk by; --loss PHOTOMETRIC:SMOOTHNESS (docs/depth.md)
     "depth": dict(data="motorcycle", model="disparity", optimizer="adam", lr=1e-3, batch_size=2, epochs=8,
                   preprocess="none", schedule="cosine", scale=4, loss="ssim:edge", smoothness=0.01, patch=160),
