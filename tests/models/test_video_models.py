@@ -200,7 +200,7 @@ def test_two_stream_with_a_registered_backbone():
 
 def test_cnn_lstm_any_length_gradients_and_frame_order():
     torch.manual_seed(2)
-    model = create_model("cnn-lstm", num_classes=5, width=0.125, hidden=16, layers=2)
+    model = create_model("cnn-lstm", num_classes=5, width=0.125, hidden=16, layers=2, pool="avg")
     assert isinstance(model, CNNLSTM) and model.default_input_size == (3, 16, 112, 112)
     model.train()
     for t in (1, 3, 7):
@@ -253,3 +253,18 @@ def test_clip_from_json_lists():
     model = create_model("c3d", width=1 / 16, fc_width=8, clip=[16, 16, 16])
     assert model.cfg.clip == (16, 16, 16) and model.pool5_shape == (32, 1, 1, 1)
     assert math.prod(model.pool5_shape) == model.classifier.fc6.in_features
+
+
+def test_cnn_lstm_flattened_frame_features_keep_position():
+    torch.manual_seed(3)
+    model = create_model("cnn-lstm", num_classes=4, width=0.25, hidden=8, features=32, clip=(4, 32, 32)).eval()
+    frame = torch.zeros(1, 3, 1, 32, 32)
+    frame[..., 4:12, 4:12] = 1.0
+    moved = frame.roll(16, -1)  # the same square, half a frame to the right
+    with torch.no_grad():
+        a, b = model.forward_features(frame)[0, 0], model.forward_features(moved)[0, 0]
+        assert a.shape == (32,)
+        torch.testing.assert_close(a, model.project(model.cnn.forward_features(frame[:, :, 0]))[0])
+    assert (a - b).abs().sum() > 0.1 * a.abs().sum()  # where the square is changes the features
+    with pytest.raises(UserError, match="32x32"):
+        model(torch.rand(1, 3, 4, 48, 48))

@@ -153,18 +153,28 @@ def cmd_predict(args) -> int:
             continue
         with torch.no_grad():
             probs = model(torch.stack(imgs).float().div_(255)).float().softmax(1)
-        top = probs.topk(min(args.top_k, probs.shape[1]), 1)
-        for f, v, i in zip(chunk, top.values, top.indices):
-            results.append(dict(path=str(f), top=[dict(cls=info["classes"][j], prob=round(float(p), 6))
-                                                  for p, j in zip(v.tolist(), i.tolist())]))
-    if args.json:
+        for f, row in zip(chunk, probs):
+            results.append(dict(path=str(f), top=top_classes(row, info["classes"], args.top_k)))
+    return print_predictions(results, args.json)
+
+
+def top_classes(probs: torch.Tensor, classes: list[str], k: int) -> list[dict]:
+    """The ``k`` most probable classes of one probability vector, most probable first."""
+    top = probs.topk(min(k, len(probs)))
+    return [dict(cls=classes[j], prob=round(float(p), 6)) for p, j in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def print_predictions(results: list[dict], as_json: bool) -> int:
+    """`fovea predict`'s output: JSON, or a line per input (its frames too, for a video)."""
+    if as_json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         if "error" in r:
             print(f"{r['path']}: skipped ({r['error']})")
         else:
-            print(f"{r['path']}: " + ", ".join(f"{t['cls']} {t['prob']:.3f}" for t in r["top"]))
+            where = f"{r['path']} ({r['frames']} frames)" if "frames" in r else r["path"]
+            print(f"{where}: " + ", ".join(f"{t['cls']} {t['prob']:.3f}" for t in r["top"]))
     return 0
 
 

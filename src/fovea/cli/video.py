@@ -4,7 +4,6 @@ runs here (see fovea.cli.infer)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fovea.errors import UserError
@@ -35,6 +34,7 @@ def collect_videos(paths: list[str]) -> list[Path]:
 
 
 def cmd_predict_video(args) -> int:
+    from fovea.cli.infer import print_predictions, top_classes
     from fovea.data.video import read_video
     from fovea.tasks.video import load_video_model, predict_video
 
@@ -51,16 +51,6 @@ def cmd_predict_video(args) -> int:
                 raise
             results.append(dict(path=str(f), error=str(e)))
             continue
-        top = probs.topk(min(args.top_k, len(probs)))
         results.append(dict(path=str(f), frames=int(video.shape[1]),
-                            top=[dict(cls=info["classes"][j], prob=round(float(p), 6))
-                                 for p, j in zip(top.values.tolist(), top.indices.tolist())]))
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        if "error" in r:
-            print(f"{r['path']}: skipped ({r['error']})")
-        else:
-            print(f"{r['path']} ({r['frames']} frames): " + ", ".join(f"{t['cls']} {t['prob']:.3f}" for t in r["top"]))
-    return 0
+                            top=top_classes(probs, info["classes"], args.top_k)))
+    return print_predictions(results, args.json)

@@ -445,13 +445,19 @@ class CNNLSTMConfig:
     dropout: float = 0.5
     norm: str | None = "bn"
     clip: tuple[int, int, int] = (16, 112, 112)
+    pool: str = "flatten"  # frame features: "flatten" (a fully connected layer on the map) or "avg"
+    features: int = 256  # width of the per-frame features with pool="flatten"
 
 
 class CNNLSTM(Classifier):
     """Per-frame CNN features read by an LSTM (Donahue et al. 2015; Ng et al. 2015).
 
     ``forward_features(x)`` runs the 2D CNN on every frame of a (B, C, T, H, W) clip and gives
-    its pooled features (B, T, F); ``forward_head`` reads them in order with an LSTM
+    its features (B, T, F): with ``pool="flatten"`` (the default) a fully connected layer of
+    ``features`` units with ReLU on the flattened last map, like the fc6 features of AlexNet that
+    Donahue et al. feed to their LSTM, which keep where things are in the frame; with
+    ``pool="avg"`` the CNN's global average, which does not (so a shape moving left and one
+    moving right give nearly the same sequence). ``forward_head`` reads them in order with an LSTM
     (``layers`` layers of ``hidden`` units, dropout between layers) and classifies the last
     step's hidden state (``pre_logits=True`` returns it, after dropout). Any T >= 1.
     """
@@ -468,8 +474,21 @@ class CNNLSTM(Classifier):
         cfg.clip = _check_clip("cnn-lstm", cfg.clip)
         self.cfg = cfg
         self.cnn = _frame_network(cfg.backbone, 0, cfg.in_channels, cfg.width, cfg.dropout, cfg.norm, "cnn-lstm")
-        self.cnn.reset_classifier(0)  # only its pooled features are used
-        self.lstm = nn.LSTM(self.cnn.num_features, cfg.hidden, cfg.layers, batch_first=True,
+        self.cnn.reset_classifier(0)  # only its features are used
+        if cfg.pool not in ("flatten", "avg"):
+            raise UserError(f"cnn-lstm pool must be flatten or avg, got {cfg.pool!r}")
+        self.project = None
+        width = self.cnn.num_features
+        if cfg.pool == "flatten":
+            if not (isinstance(cfg.features, int) and cfg.features >= 1):
+                raise UserError(f"cnn-lstm features must be a positive integer, got {cfg.features!r}")
+            with torch.no_grad():
+                frame = torch.zeros(1, cfg.in_channels, *cfg.clip[1:])
+                self.map_shape = tuple(self.cnn.forward_features(frame).shape[1:])
+            self.project = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(self.map_shape), cfg.features), nn.ReLU(),
+                                         nn.Dropout(cfg.dropout))
+            width = cfg.features
+        self.lstm = nn.LSTM(width, cfg.hidden, cfg.layers, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.hidden, cfg.num_classes) if cfg.num_classes else nn.Identity()
@@ -491,7 +510,14 @@ class CNNLSTM(Classifier):
             _check_clip_batch("cnn-lstm", x, self.cfg.in_channels)
         b, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
-        return _run(self.cnn, frames, pre_logits=True).view(b, t, -1)
+        if self.project is None:
+            return _run(self.cnn, frames, pre_logits=True).view(b, t, -1)
+        maps = self.cnn.forward_features(frames)
+        if tuple(maps.shape[1:]) != self.map_shape and not torch.compiler.is_compiling():
+            raise UserError(f"cnn-lstm's frame features were sized for frames of "
+                            f"{self.cfg.clip[1]}x{self.cfg.clip[2]}, got {h}x{w}; build it with clip=(T, H, W) "
+                            "of its input, or pool='avg'")
+        return self.project(maps).view(b, t, -1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         out, _ = self.lstm(x)
