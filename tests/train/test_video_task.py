@@ -75,6 +75,28 @@ def test_two_stream_reports_each_stream_and_caches_flow(tmp_path):
     assert rc == 0 and [p.stat().st_mtime_ns for p in cached] == mtimes  # read back, not recomputed
 
 
+def test_two_stream_on_the_flow_of_a_fovea_flow_run(tmp_path):
+    from fovea.data.video import dequantize_flow, make_moving_shapes
+    from fovea.tasks.video import flows_for
+
+    flow_run = tmp_path / "flownet"
+    assert main(["train", "flow", "--data", "chairs:n=16,val=8,test=8,size=32", "--model", "flownets",
+                 "--model-kwargs", '{"width": 0.1}', "--epochs", "1", "--batch-size", "8",
+                 "--out", str(flow_run)]) == 0
+    videos, _ = make_moving_shapes(1, frames=4, size=32)
+    flows = flows_for(videos[:2], str(flow_run))
+    assert flows.shape == (2, 2, 4, 32, 32) and flows.dtype == torch.uint8
+    assert (flows[:, :, -1] == 128).all()  # the last frame has no next one: zero flow
+    from fovea.cli.flow import estimate_flow
+    from fovea.tasks.flow import load_flow_model
+
+    net, _ = load_flow_model(flow_run)
+    direct = estimate_flow(net, torch.cat([videos[1, :, 2], videos[1, :, 3]])[None].float().div(255))
+    assert (dequantize_flow(flows[1, :, 2]) - direct.clamp(-16, 16)).abs().max() <= 16 / 127.5
+    rc, run = _train(tmp_path, "two-stream", "--clip", "12", "--flow-method", str(flow_run))
+    assert rc == 0 and json.loads((run / "model.json").read_text())["flow_method"] == str(flow_run)
+
+
 def test_a_folder_of_video_files_decodes_and_trains(tmp_path):
     from fovea.data.video import read_video
 
