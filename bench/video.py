@@ -3,18 +3,19 @@ a single-frame classifier against the temporal stream, the two-stream fusion, C3
 
 Every model is trained by `fovea train video` (a new process each, as a user runs it) on the same
 videos (`moving-shapes`: 9 classes, 200 / 20 / 50 videos per class for train / val / test, 24
-frames of 32x32, seed 0), with the same optimizer, schedule, batch and number of epochs (20); clips
-are 16 frames. The widths (MODELS) keep every run within a few minutes on 2 CPU cores. The single-frame classifier and the temporal stream are the two streams of the
-two-stream run, each with its own classifier and loss, measured on their own; the fusion
-averages their softmax scores. Scores are on the test videos: clip accuracy over dense clips
-(every 8 frames), and video accuracy from the clip scores averaged per video.
+frames of 32x32, seed 0), with the same optimizer, schedule, batch and number of epochs (20);
+clips are 16 frames. The widths (MODELS) keep every run within a few minutes on 2 CPU cores.
+The single-frame classifier and the temporal stream are the two streams of the two-stream run,
+each with its own classifier and loss, measured on their own; the fusion averages their softmax
+scores. Scores are on the test videos: clip accuracy over dense clips (every 8 frames), and
+video accuracy from the clip scores averaged per video.
 
     OMP_NUM_THREADS=2 python bench/video.py [--json bench/results/video.json]
 
 Claims (issue 8): the single-frame classifier stays near chance (video accuracy <= chance +
 0.10); C3D, the temporal stream and CNN + LSTM are far above it (>= chance + 0.50); the fusion is
-at least as good as its better stream. Writes docs/img/video-clips.png (test clips with the C3D run's
-predictions).
+at least as good as its better stream. Writes docs/img/video-clips.png (test clips with the C3D
+run's predictions).
 """
 
 from __future__ import annotations

@@ -431,6 +431,6 @@ def predict_video(model: VideoClassifier, info: dict, video: torch.Tensor, name:
     return logits.softmax(-1).mean(1)[0]
 
 
-__all__ = ["ClipNormalize", "Video", "VideoClassifier", "augment_clips", "build_net", "check_config", "clip_scores", "evaluate_videos",
-           "flows_for", "load_video_model", "parse_video_augment", "predict_video", "random_clips",
+__all__ = ["ClipNormalize", "Video", "VideoClassifier", "augment_clips", "build_net", "check_config", "clip_scores",
+           "evaluate_videos", "flows_for", "load_video_model", "parse_video_augment", "predict_video", "random_clips",
            "video_accuracy_terms", "with_flow"]
