@@ -34,7 +34,7 @@ DATA = "moving-shapes"
 MODELS = {  # --model, --model-kwargs
     "two-stream": ("two-stream", dict(width=0.5)),
     "c3d": ("c3d", dict(width=0.125, fc_width=256, norm="bn")),
-    "cnn-lstm": ("cnn-lstm", dict(width=0.25, hidden=128, dropout=0.0)),
+    "cnn-lstm": ("cnn-lstm", dict(width=0.25, channels=[32, 64], hidden=128, dropout=0.0)),
 }
 COMMON = dict(epochs=20, batch_size=16, optimizer="adam", lr=1e-3, schedule="cosine", clip=16, seed=0,
               precision="32-true")

@@ -268,3 +268,15 @@ def test_cnn_lstm_flattened_frame_features_keep_position():
     assert (a - b).abs().sum() > 0.1 * a.abs().sum()  # where the square is changes the features
     with pytest.raises(UserError, match="32x32"):
         model(torch.rand(1, 3, 4, 48, 48))
+
+
+def test_cnn_lstm_frame_stages_and_mean_head():
+    model = create_model("cnn-lstm", num_classes=3, width=0.25, channels=[32, 64], hidden=8, features=16,
+                         head="mean", clip=(5, 32, 32)).eval()
+    assert model.map_shape == (16, 8, 8)  # two stages of 8 and 16 channels: a finer map to flatten
+    x = torch.rand(2, 3, 5, 32, 32)
+    with torch.no_grad():
+        out, _ = model.lstm(model.forward_features(x))
+        torch.testing.assert_close(model(x), model.fc(out.mean(1)))  # every step's hidden state, averaged
+    with pytest.raises(UserError, match="head"):
+        create_model("cnn-lstm", head="first")

@@ -297,13 +297,14 @@ class FrameCNN(Classifier):
 
 
 def _frame_network(backbone: str, num_classes: int, in_channels: int, width: float, dropout: float,
-                   norm: str | None, owner: str) -> Classifier:
+                   norm: str | None, owner: str, channels: tuple[int, ...] | None = None) -> Classifier:
     """``backbone="frame-cnn"``: a FrameCNN; any other name: that registered 2D classifier
     (built with ``num_classes`` and ``in_channels`` only; width, dropout and norm are the
     FrameCNN's)."""
     if backbone == "frame-cnn":
+        stages = {} if channels is None else dict(channels=tuple(channels))
         return FrameCNN(FrameCNNConfig(num_classes=num_classes, in_channels=in_channels, width=width,
-                                       dropout=dropout, norm=norm))
+                                       dropout=dropout, norm=norm, **stages))
     from fovea.models.registry import create_model, list_models, model_family
 
     if backbone not in list_models() or model_family(backbone) in ("video", "depthnet"):
@@ -446,6 +447,8 @@ class CNNLSTMConfig:
     norm: str | None = "bn"
     clip: tuple[int, int, int] = (16, 112, 112)
     pool: str = "flatten"  # frame features: "flatten" (a fully connected layer on the map) or "avg"
+    head: str = "last"  # classify the last step's hidden state, or the "mean" of every step's (LRCN)
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # frame-cnn stages (x width); fewer keep a finer map
     features: int = 256  # width of the per-frame features with pool="flatten"
 
 
@@ -473,10 +476,13 @@ class CNNLSTM(Classifier):
         _check_common("cnn-lstm", cfg.width, cfg.dropout, cfg.norm)
         cfg.clip = _check_clip("cnn-lstm", cfg.clip)
         self.cfg = cfg
-        self.cnn = _frame_network(cfg.backbone, 0, cfg.in_channels, cfg.width, cfg.dropout, cfg.norm, "cnn-lstm")
+        self.cnn = _frame_network(cfg.backbone, 0, cfg.in_channels, cfg.width, cfg.dropout, cfg.norm, "cnn-lstm",
+                                  cfg.channels if cfg.backbone == "frame-cnn" else None)
         self.cnn.reset_classifier(0)  # only its features are used
         if cfg.pool not in ("flatten", "avg"):
             raise UserError(f"cnn-lstm pool must be flatten or avg, got {cfg.pool!r}")
+        if cfg.head not in ("last", "mean"):
+            raise UserError(f"cnn-lstm head must be last or mean, got {cfg.head!r}")
         self.project = None
         width = self.cnn.num_features
         if cfg.pool == "flatten":
@@ -521,7 +527,7 @@ class CNNLSTM(Classifier):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         out, _ = self.lstm(x)
-        x = self.drop(out[:, -1])
+        x = self.drop(out[:, -1] if self.cfg.head == "last" else out.mean(1))
         return x if pre_logits else self.fc(x)
 
     def get_classifier(self) -> nn.Module:
