@@ -195,3 +195,25 @@ def test_video_accuracy_terms_match_a_direct_computation():
     assert np.isclose(clip_acc.item(), sum((logits[i].argmax(-1) == y[i]).float().mean().item() for i in range(5)))
     assert video_acc.item() == sum(int(p[i].mean(0).argmax() == y[i]) for i in range(5))
     assert np.allclose(probs.numpy(), p.mean(1), atol=1e-6)
+
+
+def test_the_fusion_weight_is_the_best_on_the_validation_videos():
+    from fovea.data.sources import Split
+    from fovea.tasks.video import ClipNormalize, VideoClassifier, build_net, clip_scores, fit_fusion_weight
+
+    torch.manual_seed(0)
+    net = build_net("two-stream", 3, 12, (16, 16), 10, {"width": 0.125})
+    model = VideoClassifier(net, ClipNormalize("none")).eval()
+    videos = torch.randint(0, 256, (12, 5, 14, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (12,))
+    w = fit_fusion_weight(model, Split(images=videos, labels=labels), clip=12, batch_size=5)
+    assert float(net.spatial_weight) == w and 0.0 <= w <= 1.0
+    with torch.no_grad():
+        fused, s, t = clip_scores(model, videos.float() / 255, 12, streams=True)
+    ps, pt = s.softmax(-1), t.softmax(-1)
+    torch.testing.assert_close(fused.exp(), w * ps + (1 - w) * pt, atol=1e-5, rtol=1e-4)
+
+    def acc(v):
+        return ((v * ps + (1 - v) * pt).mean(1).argmax(-1) == labels).float().mean().item()
+
+    assert all(acc(w) >= acc(v) for v in (0.0, 0.25, 0.5, 0.75, 1.0))

@@ -363,8 +363,9 @@ class TwoStream(nn.Module):
 
     ``forward_streams(x)`` gives both streams' logits (each has its own loss in training);
     ``forward(x) = fuse(*forward_streams(x))``: for ``fusion="avg"``
-    log((softmax(s) + softmax(t)) / 2), the log of the paper's averaged class scores (usable
-    as logits: its argmax and its softmax are those of the average); for ``fusion="sum"``
+    log(w softmax(s) + (1 - w) softmax(t)) with the buffer ``spatial_weight`` w (1/2 by default:
+    the log of the paper's averaged class scores, usable as logits: its argmax and its softmax
+    are those of the average); for ``fusion="sum"``
     s + t, whose softmax is the normalized product of the two distributions.
     """
 
@@ -385,6 +386,9 @@ class TwoStream(nn.Module):
         self.temporal = _frame_network(cfg.backbone, cfg.num_classes, 2 * cfg.flow_stack, cfg.width, cfg.dropout,
                                        cfg.norm, "two-stream")
         self.num_classes = cfg.num_classes
+        # "avg" fusion: w softmax(spatial) + (1 - w) softmax(temporal); the paper's average is w = 1/2,
+        # and fovea's video task picks w on the validation videos (fovea.tasks.video.fit_fusion_weight)
+        self.register_buffer("spatial_weight", torch.tensor(0.5))
 
     @property
     def default_input_size(self) -> tuple[int, int, int, int]:
@@ -419,8 +423,10 @@ class TwoStream(nn.Module):
     def fuse(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         if self.cfg.fusion == "sum":
             return spatial + temporal
-        both = torch.stack([F.log_softmax(spatial.float(), -1), F.log_softmax(temporal.float(), -1)])
-        return (torch.logsumexp(both, 0) - math.log(2)).to(spatial.dtype)
+        w = self.spatial_weight.float()
+        both = torch.stack([F.log_softmax(spatial.float(), -1) + w.log(),
+                            F.log_softmax(temporal.float(), -1) + (1 - w).log()])
+        return torch.logsumexp(both, 0).to(spatial.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(*self.forward_streams(x))
