@@ -387,7 +387,7 @@ class TwoStream(nn.Module):
                                        cfg.norm, "two-stream")
         self.num_classes = cfg.num_classes
         # "avg" fusion: w softmax(spatial) + (1 - w) softmax(temporal); the paper's average is w = 1/2,
-        # and fovea's video task picks w on the validation videos (fovea.tasks.video.fit_fusion_weight)
+        # and fovea's video task fits w on the validation videos (fovea.tasks.video.fit_fusion_weight)
         self.register_buffer("spatial_weight", torch.tensor(0.5))
 
     @property
