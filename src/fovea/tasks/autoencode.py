@@ -305,8 +305,6 @@ def autoencoder_report(model, batches, plots: Path, *, kind: str, noise: tuple[s
 
 def load_autoencoder(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The trained autoencoder of a run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.models.autoencoder import build_autoencoder
     from fovea.train.run import Run
 
@@ -317,7 +315,7 @@ def load_autoencoder(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dict
     model = build_autoencoder(info["arch"], info["in_channels"], tuple(info["image_size"]),
                               latent_dim=info["latent_dim"], hidden=info["hidden"],
                               variational=info["variational"], encoder_act=info["encoder_act"])
-    model.load_state_dict(load_file(str(run.path / "model.safetensors")))
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

@@ -157,8 +157,6 @@ def upsample_disparity(disp: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
 def load_depth_model(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The disparity network of a depth run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.models.depthnet import DisparityNet, DisparityNetConfig
     from fovea.train.run import Run
 
@@ -170,7 +168,7 @@ def load_depth_model(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dict
     arch = dict(info["arch"])
     arch["widths"] = tuple(arch["widths"])
     model = DisparityNet(DisparityNetConfig(**arch))
-    model.load_state_dict(load_file(str(run.path / "model.safetensors")))
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

@@ -283,8 +283,6 @@ def flow_report(model: nn.Module, batches, plots: Path, split_name: str, limit_b
 
 def load_flow_model(run_dir: str | Path, device="cpu") -> tuple[FlowModel, dict]:
     """The trained flow model of a run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.train.run import Run
 
     run = Run.existing(run_dir)
@@ -294,7 +292,7 @@ def load_flow_model(run_dir: str | Path, device="cpu") -> tuple[FlowModel, dict]
                         "(train one with `fovea train flow`)")
     cfg = dict(info["flownet"])
     model = build_flow_model(info["model"], {k: v for k, v in cfg.items() if k != "variant"}, info["preprocess"])
-    model.load_state_dict(load_file(str(run.path / "model.safetensors")))
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

@@ -159,8 +159,6 @@ def progress_strip(sample_dir: Path, out: Path) -> Path | None:
 
 def load_gan(run_dir: str | Path, device="cpu") -> tuple[GAN, dict]:
     """The trained GAN of a run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.models.gan import build_gan
     from fovea.train.run import Run
 
@@ -171,7 +169,7 @@ def load_gan(run_dir: str | Path, device="cpu") -> tuple[GAN, dict]:
     g, d = build_gan(info["arch"], info["in_channels"], tuple(info["image_size"]), latent_dim=info["latent_dim"],
                      width=info["width"])
     model = GAN(g, d)
-    model.load_state_dict(load_file(str(run.path / "model.safetensors")))
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

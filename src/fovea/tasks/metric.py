@@ -302,8 +302,6 @@ def _scatter(emb: torch.Tensor, labels: torch.Tensor, classes, path: Path, title
 
 def load_metric_model(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The trained embedding network of a metric-learning run, in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.data.transforms import Preprocess
     from fovea.models.siamese import MetricNet
     from fovea.tasks.classify import build_net
@@ -318,7 +316,7 @@ def load_metric_model(run_dir: str | Path, device="cpu") -> tuple[nn.Module, dic
                                         info.get("model_kwargs")),
                       (info["in_channels"], *size), dim=info["embed_dim"], branches=info["branches"],
                       normalize=info["normalize"], preprocess=Preprocess(info["preprocess"]))
-    model.load_state_dict(load_file(str(run.path / "model.safetensors")))
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

@@ -530,8 +530,6 @@ def plot_overlays(images: torch.Tensor, truths: torch.Tensor, preds: torch.Tenso
 
 def load_segmenter(run_dir: str | Path, device="cpu") -> tuple[Segmenter, dict]:
     """The trained model of a segmentation run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.data.transforms import Preprocess
     from fovea.train.run import Run
 
@@ -541,11 +539,7 @@ def load_segmenter(run_dir: str | Path, device="cpu") -> tuple[Segmenter, dict]:
         raise UserError(f"run {str(run.path)!r} is a {info.get('task')!r} run, not a segmentation run")
     net = build_net(info["model"], info["num_classes"], info["in_channels"], info.get("model_kwargs"))
     model = Segmenter(net, Preprocess(info.get("preprocess", "none")))
-    try:
-        model.load_state_dict(load_file(str(run.path / "model.safetensors")))
-    except FileNotFoundError:
-        raise UserError(f"{str(run.path / 'model.safetensors')!r} not found; is {str(run.path)!r} a finished run?") \
-            from None
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

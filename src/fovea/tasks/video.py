@@ -439,8 +439,6 @@ def plot_clips(videos: torch.Tensor, labels: torch.Tensor, predicted: torch.Tens
 
 def load_video_model(run_dir: str | Path, device="cpu") -> tuple[VideoClassifier, dict]:
     """The trained model of a video run (model.safetensors + model.json), in eval mode."""
-    from safetensors.torch import load_file
-
     from fovea.train.run import Run
 
     run = Run.existing(run_dir)
@@ -450,11 +448,7 @@ def load_video_model(run_dir: str | Path, device="cpu") -> tuple[VideoClassifier
     net = build_net(info["model"], info["num_classes"], info["clip"], tuple(info["image_size"]),
                     info["flow_stack"], info.get("model_kwargs"))
     model = VideoClassifier(net, ClipNormalize(info.get("preprocess", "zscore")))
-    try:
-        model.load_state_dict(load_file(str(run.path / "model.safetensors")))
-    except FileNotFoundError:
-        raise UserError(f"{str(run.path / 'model.safetensors')!r} not found; is {str(run.path)!r} a finished run?") \
-            from None
+    run.load_weights(model)
     return model.to(device).eval(), info
 
 

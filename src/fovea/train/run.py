@@ -72,6 +72,16 @@ class Run:
         except json.JSONDecodeError as e:
             raise UserError(f"{str(p)!r} is not valid JSON: {e}") from None
 
+    def load_weights(self, model) -> None:
+        """Load the run's ``model.safetensors`` into ``model``; a run without it (unfinished, or
+        not a run) ends in one line."""
+        from safetensors.torch import load_file
+
+        p = self.path / "model.safetensors"
+        if not p.is_file():
+            raise UserError(f"{str(p)!r} not found; is {str(self.path)!r} a finished fovea run?")
+        model.load_state_dict(load_file(str(p)))
+
     # -- metrics
     def log_metrics(self, row: dict) -> None:
         if not self.is_writer:
