@@ -165,3 +165,13 @@ def test_ema_early_stop_clipping_and_label_smoothing_run_together(tmp_path):
     epochs = [r for r in metric_rows(run) if r["split"] == "train"]
     assert "early stop" in res.stdout and len(epochs) < 30
     assert float([r for r in metric_rows(run) if r["split"] == "test"][0]["acc"]) > 0.5
+
+
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    from fovea.train.checkpoint import atomic_write
+
+    plain, atomic = tmp_path / "plain.bin", tmp_path / "atomic.bin"
+    plain.write_bytes(b"x")
+    atomic_write(atomic, lambda f: f.write(b"x"))
+    assert atomic.read_bytes() == b"x"
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) != 0o600

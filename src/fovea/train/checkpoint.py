@@ -11,15 +11,22 @@ import torch
 
 from fovea.errors import UserError
 
+# The process's umask, read once at import (os.umask can only be read by setting it): files written
+# atomically get the mode open() would have given them, not mkstemp's private 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it over
-    ``path``: a reader sees the old file or the new one, never half of one."""
+    ``path``: a reader sees the old file or the new one, never half of one. The file gets the mode
+    a plain ``open(path, "wb")`` would give it (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             write(f)
             f.flush()
             os.fsync(f.fileno())
