@@ -18,7 +18,8 @@ def _outputs(out):
     return [out.logits, *out.aux] if isinstance(out, AuxOutputs) else [out]
 
 
-CLASSIFIERS = [n for n in fovea.list_models() if fovea.models.registry.model_family(n) not in ("depthnet", "video")]
+NOT_CLASSIFIERS = ("depthnet", "video", "stylenet")
+CLASSIFIERS = [n for n in fovea.list_models() if fovea.models.registry.model_family(n) not in NOT_CLASSIFIERS]
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

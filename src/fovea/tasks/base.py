@@ -108,6 +108,7 @@ TASK_MODULES: dict[str, str] = {
     "flow": "fovea.tasks.flow",
     "depth": "fovea.tasks.depth",
     "video": "fovea.tasks.video",
+    "stylenet": "fovea.tasks.stylenet",
 }
 
 

@@ -68,6 +68,12 @@ class TrainConfig:
     frames: int | None = None  # frames kept per video (None: the source's default)
     flow_stack: int = 10  # two-stream: L optical-flow fields stacked into the temporal stream's 2L channels
     flow_method: str = "farneback"  # two-stream: farneback | dis | a fovea flow run directory
+    # feed-forward stylization (docs/stylization.md)
+    style: str | None = None  # stylenet: the style image
+    content_weight: float = 1.0  # stylenet: weight of the feature reconstruction (content) loss
+    style_weight: float = 0.3  # stylenet: weight of the style (Gram) loss, relative terms (docs/stylization.md)
+    tv_weight: float = 1e-6  # stylenet: weight of the total-variation regularizer
+    temporal_weight: float = 0.0  # stylenet: weight of the temporal consistency (stability) term
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -181,6 +187,10 @@ TASK_DEFAULTS: dict[str, dict] = {
     # depth: --scale is the factor the pair is shrunk by; --loss PHOTOMETRIC:SMOOTHNESS (docs/depth.md)
     "depth": dict(data="motorcycle", model="disparity", optimizer="adam", lr=1e-3, batch_size=2, epochs=8,
                   preprocess="none", schedule="cosine", scale=4, loss="ssim:edge", smoothness=0.01, patch=160),
+    # feed-forward stylization (Johnson et al. 2016): Adam 1e-3 on content images (docs/stylization.md)
+    # --loss picks the loss network's weights: auto | torchvision | random | FILE [:relu3_3]
+    "stylenet": dict(data="skimage", model="stylenet", optimizer="adam", lr=1e-3, batch_size=4, epochs=2,
+                     preprocess="none", schedule="constant", loss="auto"),
 }
 
 
