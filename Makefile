@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install docs clean data
+.PHONY: demo test test-slow test-notebooks test-browser install docs clean data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,19 @@ test: $(STAMP)
 
 test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow tests/slow
+
+# Every notebook in notebooks/, executed top to bottom (offline, CPU).
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -m notebooks tests/notebooks
+
+# The browser test of `fovea serve`, with Debian's Chromium and chromedriver (installed when missing).
+test-browser: $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver; \
+	else echo "install Chromium and chromedriver with your package manager"; exit 1; fi
+	$(BIN)/python -m pytest -q tests/serve/test_serve_browser.py
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_models_doc.py > docs/models.md

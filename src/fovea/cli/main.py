@@ -16,14 +16,14 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from fovea import __version__
-    from fovea.cli import (attack, depth, explain, features, flow, generative, infer, metric, models,
-                           restore, scratch, segment, stylize, train)
+    from fovea.cli import (attack, depth, explain, export, features, flow, generative, infer, metric,
+                           models, restore, scratch, segment, serve, stylize, train)
 
     parser = _Parser(prog="fovea", description="Deep learning for computer vision: models, training, applications.")
     parser.add_argument("--version", action="version", version=f"fovea {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (models, train, infer, attack, explain, features, generative, metric, segment,
-                   restore, flow, depth, stylize, scratch):
+    for module in (models, train, infer, export, attack, explain, features, generative, metric,
+                   segment, restore, flow, depth, stylize, scratch, serve):
         module.register(sub)
     return parser
 
