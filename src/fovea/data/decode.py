@@ -190,6 +190,19 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
 
 
+def upright(img: Image.Image, channels: int) -> Image.Image:
+    """A loaded image turned by its EXIF orientation (a broken EXIF block is ignored), in RGB or
+    L, and in L when ``channels`` is 1."""
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block is not worth refusing the image for
+        pass
+    img = _to_rgb_or_l(img)
+    if channels == 1 and img.mode != "L":
+        img = img.convert("L")
+    return img
+
+
 def decode_array(
     path: str | Path,
     channels: int | None = None,
@@ -214,13 +227,7 @@ def decode_array(
                     side = max(size)
                     img.draft(img.mode, (side, side))
                 img.load()
-                try:
-                    img = ImageOps.exif_transpose(img)
-                except Exception:  # a broken EXIF block is not worth refusing the image for
-                    pass
-                img = _to_rgb_or_l(img)
-                if channels == 1 and img.mode != "L":
-                    img = img.convert("L")
+                img = upright(img, channels)
                 if size is not None and (img.height, img.width) != tuple(size):
                     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(img)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
@@ -33,7 +33,7 @@ def decode_upload(data: bytes, *, max_pixels: int, channels: int | None = None) 
 
     415 for bytes that are not an image of an accepted format, 413 for an image above
     ``max_pixels`` pixels, 400 for an image that is truncated or corrupt."""
-    from fovea.data.decode import _to_rgb_or_l
+    from fovea.data.decode import upright
 
     if not data:
         raise UploadError(400, "the upload is empty; expected an image file")
@@ -53,13 +53,7 @@ def decode_upload(data: bytes, *, max_pixels: int, channels: int | None = None) 
         raise UploadError(413, f"the image has {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
     try:
         img.load()
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # a broken EXIF block is not worth refusing the image for
-            pass
-        img = _to_rgb_or_l(img)
-        if channels == 1 and img.mode != "L":
-            img = img.convert("L")
+        img = upright(img, channels)
         array = np.asarray(img)
     except Exception as exc:
         raise UploadError(400, f"the image cannot be decoded ({type(exc).__name__}: "
