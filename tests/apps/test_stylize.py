@@ -4,7 +4,6 @@ the network truncated and the targets computed once, DeepDream raising its objec
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import fovea
 from fovea.apps import stylize as st

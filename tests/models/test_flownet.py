@@ -11,13 +11,7 @@ from fovea.losses.flow import epe, multiscale_epe
 from fovea.models.flownet import Correlation, build_flownet, correlation, correlation_channels, flownetc, flownets
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Ops this small gain nothing from a second thread, and stall on it when the other core is busy.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loop_correlation(f1: np.ndarray, f2: np.ndarray, d: int, k: int, s1: int, s2: int) -> np.ndarray:

@@ -23,13 +23,7 @@ TINY_SRCNN = '{"widths": [8, 4]}'
 TINY_DNCNN = '{"depth": 3, "width": 8}'
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small convolutions: one intra-op thread is faster than two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

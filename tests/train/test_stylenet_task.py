@@ -18,12 +18,7 @@ from fovea.tasks.stylenet import (TEMPORAL_MARGIN, TEMPORAL_NOISE, PerceptualLos
                                   load_stylenet, loss_network, stylize_image, stylize_inputs, temporal_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _photos(folder):
