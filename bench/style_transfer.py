@@ -147,7 +147,7 @@ class Reference:
 # ---------------------------------------------------------------------------- part 1
 
 
-def gatys_256(net, normalize, steps: int, beta: float, size: int = 256) -> dict:
+def gatys_256(net, normalize, steps: int, beta: float, size: int = 256, figures: bool = True) -> dict:
     from fovea.apps.stylize import StyleConfig, StyleLoss, stylize
 
     content, style = sample(CONTENT, size), sample(STYLE, size)
@@ -182,10 +182,11 @@ def gatys_256(net, normalize, steps: int, beta: float, size: int = 256) -> dict:
     print(f"reference: {ref.iterations} iterations, {ref.evaluations} evaluations, {t_ref:.1f} s, "
           f"loss {ref_losses[0]:.6g} -> {final_ref:.6g}", flush=True)
 
-    IMG.mkdir(parents=True, exist_ok=True)
-    save_png(content, IMG / "style-content.png")
-    save_png(style, IMG / "style-style.png")
-    save_png(result.image, IMG / "style-result.png")
+    if figures:  # the figures of docs/stylization.md; not with --skip-figures (the slow test)
+        IMG.mkdir(parents=True, exist_ok=True)
+        save_png(content, IMG / "style-content.png")
+        save_png(style, IMG / "style-style.png")
+        save_png(result.image, IMG / "style-result.png")
     return dict(
         size=size, steps=steps, alpha=1.0, beta=beta,
         start_loss=dict(fovea=start_fovea, reference=start_ref),
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = dict(weights="imagenet" if imagenet else "random", network=source, threads=args.threads,
                          torch=torch.__version__, machine=platform.machine(), processor=platform.processor(),
                          command="nice -n 10 python bench/style_transfer.py " + " ".join(argv or sys.argv[1:]))
-    results["gatys_256"] = part1 = gatys_256(net, normalize, args.steps, args.beta)
+    results["gatys_256"] = part1 = gatys_256(net, normalize, args.steps, args.beta, figures=not args.skip_figures)
     if not args.skip_512:
         results["speed_512"] = speed_512(net, normalize, part1["seconds_per_evaluation"]["fovea"], args.steps,
                                          args.max_gatys_seconds, args.beta, args.threads)
