@@ -171,3 +171,18 @@ def test_loss_option_parsing():
     assert _parse_loss("ce") == ("auto", "relu2_2")
     with pytest.raises(UserError, match="expected auto, torchvision, random"):
         _parse_loss("imagenet")
+
+
+def test_a_style_net_run_exports_to_onnx_matching_pytorch(trained, tmp_path):
+    import onnxruntime as ort
+
+    _, run = trained
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    model, _ = load_stylenet(run)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4

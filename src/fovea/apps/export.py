@@ -129,7 +129,8 @@ def load_exportable(run_dir: str | Path) -> Exportable:
     if task not in GRAPH_TASKS:
         raise UserError(f"run {str(run.path)!r} is a {task!r} run; --format onnx and torchscript export "
                         f"{', '.join(GRAPH_TASKS)} runs (every run exports --format safetensors)")
-    size = tuple(info.get("image_size") or ())
+    size = info.get("image_size") or ()
+    size = (size, size) if isinstance(size, int) else tuple(size)  # a style net records one side
     if task == "classify":
         from fovea.tasks.classify import load_classifier
 
